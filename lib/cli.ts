@@ -1,0 +1,115 @@
+/**
+ * The command line: `keptn-distributor [options]` runs the agent until
+ * SIGTERM/SIGINT. Exit codes: 0 clean shutdown, 2 bad configuration or usage
+ * (one line on stderr), 1 any other fatal error. The only `process.exit`.
+ */
+import { readFileSync } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { Command, CommanderError, Option } from 'commander';
+import { startAgent } from './agent.ts';
+import { ConfigError, loadConfig, secretsOf } from './config.ts';
+import { createLogger } from './log.ts';
+import { flagOf, settingRows, type Setting } from './settings.ts';
+
+export const EXIT_OK = 0;
+export const EXIT_FATAL = 1;
+export const EXIT_USAGE = 2;
+
+const PACKAGE = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string; description: string };
+
+export interface CliIo {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+  /** Aborts on the first SIGTERM/SIGINT. */
+  readonly signal: AbortSignal;
+}
+
+/** The package version, for `--version` and the registration's distributorversion. */
+export const VERSION = PACKAGE.version;
+
+/** One line of `--help` per setting: its documentation, variable name(s) and default. */
+export function describeSetting(row: Setting<unknown>): string {
+  const names = [row.env, ...(row.aliases ?? [])].join(', ');
+  const shown = row.shownDefault ?? (row.default === '' ? '""' : row.default);
+  return `${row.doc} [env ${names}; default ${shown}]`;
+}
+
+function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
+  const program = new Command('keptn-distributor')
+    .description(PACKAGE.description)
+    .version(VERSION, '--version', 'print the version')
+    .helpOption('-h, --help', 'show this help')
+    .enablePositionalOptions()
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+      outputError: (text, write) => write(`keptn-distributor: ${text.replace(/^error: /, '')}`),
+    });
+  for (const [, row] of settingRows()) {
+    program.addOption(new Option(`${flagOf(row)} ${row.boolean ? '[true|false]' : '<value>'}`, describeSetting(row)));
+  }
+  program.action(async (flags: Record<string, string | boolean>) => {
+    setExitCode(await runAgent(flags, io));
+  });
+  return program;
+}
+
+async function runAgent(flags: Record<string, string | boolean>, io: CliIo): Promise<number> {
+  let config;
+  try {
+    config = loadConfig({ env: io.env, flags });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    io.stderr.write(`keptn-distributor: ${error.message}\n`);
+    return EXIT_USAGE;
+  }
+  const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config), stream: io.stdout });
+  const agent = startAgent({ ...config, distributorVersion: config.distributorVersion || VERSION }, { signal: io.signal, logger });
+  try {
+    await agent.closed;
+    return EXIT_OK;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    logger.error('fatal', { error: message });
+    io.stderr.write(`keptn-distributor: ${message}\n`);
+    return EXIT_FATAL;
+  }
+}
+
+/** Runs the command line with `argv` (without node and script) and returns the exit code. */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let exitCode = EXIT_OK;
+  const program = buildProgram(io, (code) => { exitCode = code; });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version end with code 0; usage errors were already printed as one line.
+      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    throw error;
+  }
+  return exitCode;
+}
+
+/** The process entry point: signals in, exit code out. */
+export function run(): void {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals): void => {
+    if (controller.signal.aborted) {
+      process.stderr.write(`keptn-distributor: ${name} again, exiting at once\n`);
+      process.exit(EXIT_FATAL);
+    }
+    controller.abort();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  main(process.argv.slice(2), { env: process.env, stdout: process.stdout, stderr: process.stderr, signal: controller.signal })
+    .then((code) => process.exit(code))
+    .catch((error: unknown) => {
+      process.stderr.write(`keptn-distributor: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exit(EXIT_FATAL);
+    });
+}

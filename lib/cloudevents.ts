@@ -1,0 +1,59 @@
+/**
+ * Checks raw JSON against what a Keptn CloudEvent must be, ourselves: the
+ * `cloudevents` SDK invents a missing `id`/`time` and rewrites `time`, which
+ * would hide exactly the faults we have to report. What passes is relayed or
+ * dispatched as the original JSON.
+ */
+
+/** A CloudEvent as JSON, with the attributes Keptn relies on known to be present. */
+export interface KeptnCloudEvent {
+  readonly specversion: string;
+  readonly id: string;
+  readonly source: string;
+  readonly type: string;
+  readonly time?: string;
+  readonly shkeptncontext?: string;
+  readonly triggeredid?: string;
+  readonly data?: unknown;
+  readonly [attribute: string]: unknown;
+}
+
+export type Validation = { readonly ok: true; readonly event: KeptnCloudEvent } | { readonly ok: false; readonly reason: string };
+
+export interface ValidationRules {
+  /** Keptn's `/v1/event` requires `data`; a polled event may lack it. */
+  readonly requireData: boolean;
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** True for an RFC 3339 timestamp such as `2021-07-26T10:15:30.123Z`. */
+export function isRfc3339(text: string): boolean {
+  return RFC3339.test(text) && !Number.isNaN(Date.parse(text));
+}
+
+/** Says what is wrong with `raw` as a Keptn CloudEvent, or hands it back typed. */
+export function validateCloudEvent(raw: unknown, rules: ValidationRules): Validation {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { ok: false, reason: 'a CloudEvent must be a JSON object' };
+  }
+  const event = raw as Record<string, unknown>;
+  if (event.specversion !== '1.0' && event.specversion !== '0.3') {
+    return { ok: false, reason: event.specversion === undefined ? 'missing "specversion"' : '"specversion" must be "1.0" or "0.3"' };
+  }
+  for (const attribute of ['id', 'source', 'type'] as const) {
+    const value = event[attribute];
+    if (value === undefined || value === null) return { ok: false, reason: `missing "${attribute}"` };
+    if (typeof value !== 'string' || value === '') return { ok: false, reason: `"${attribute}" must be a non-empty string` };
+  }
+  if (event.time !== undefined && (typeof event.time !== 'string' || !isRfc3339(event.time))) {
+    return { ok: false, reason: '"time" must be an RFC 3339 timestamp such as 2021-07-26T10:15:30.123Z' };
+  }
+  for (const attribute of ['shkeptncontext', 'triggeredid'] as const) {
+    if (event[attribute] !== undefined && typeof event[attribute] !== 'string') {
+      return { ok: false, reason: `"${attribute}" must be a string` };
+    }
+  }
+  if (rules.requireData && (event.data === undefined || event.data === null)) return { ok: false, reason: 'missing "data"' };
+  return { ok: true, event: event as KeptnCloudEvent };
+}

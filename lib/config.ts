@@ -1,0 +1,174 @@
+/**
+ * The agent's configuration: read once at start from the environment, then the
+ * command-line flags on top, every value parsed to its real type, the URLs
+ * derived, and the result frozen. Pure: the caller passes `env` and `flags`.
+ */
+import { InvalidValue, SETTINGS, flagOf, settingRows, type SettingKey, type SettingValues } from './settings.ts';
+
+export type ConnectionType = 'http' | 'nats';
+
+export interface Config extends SettingValues {
+  readonly connectionType: ConnectionType;
+  /** `<base>/<type>` is polled; ends in `/v1/event/triggered`. */
+  readonly pollingUrl: URL;
+  /** Where relayed events are POSTed. */
+  readonly forwardingUrl: URL;
+  /** `<KEPTN_API_ENDPOINT>/controlPlane`: registration, logs. Absent with the 0.8.0 settings alone. */
+  readonly controlPlaneUrl: URL | undefined;
+  /** Where polled events are dispatched. */
+  readonly recipientUrl: URL;
+  /** `LOCATION`, or the mode's default. */
+  readonly location: string;
+}
+
+/** A setting with a value it cannot take. Its message is the one line the CLI prints. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly setting: string;
+  readonly value: string;
+  readonly expected: string;
+  constructor(setting: string, value: string, expected: string) {
+    super(`${setting}=${JSON.stringify(value)}: expected ${expected}`);
+    this.setting = setting;
+    this.value = value;
+    this.expected = expected;
+  }
+}
+
+/** Flag values as commander parsed them: strings, or `true` for a bare boolean flag. */
+export type Flags = Readonly<Partial<Record<string, string | boolean>>>;
+
+export interface ConfigSources {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly flags?: Flags;
+}
+
+/** Where the polling base points in NATS mode (the reference's constant; NATS mode does not poll). */
+const IN_CLUSTER_POLLING_URL = 'http://shipyard-controller:8080/v1/event/triggered';
+
+/**
+ * Builds the configuration. Environment first (aliases folded in; an empty
+ * variable counts as unset, so a Helm chart rendering `""` gets the default),
+ * flags override. Throws `ConfigError` naming the variable or flag.
+ */
+export function loadConfig({ env, flags = {} }: ConfigSources): Config {
+  const values: Record<string, unknown> = {};
+  for (const [key, row] of settingRows()) {
+    const [source, text] = rawValue(key, env, flags);
+    try {
+      values[key] = row.parse(text);
+    } catch (error) {
+      if (error instanceof InvalidValue) throw new ConfigError(source, text, error.expected);
+      throw error;
+    }
+  }
+  return Object.freeze(derive(values as unknown as SettingValues, env, flags));
+}
+
+/** The text of one setting and the name it came from (flag, variable, alias or default). */
+function rawValue(key: SettingKey, env: ConfigSources['env'], flags: Flags): [string, string] {
+  const row = SETTINGS[key];
+  const flag = flags[key];
+  if (flag !== undefined) return [flagOf(row), flag === true ? 'true' : String(flag)];
+  for (const name of [row.env, ...(row.aliases ?? [])]) {
+    const value = env[name];
+    if (value !== undefined && value !== '') return [name, value];
+  }
+  return [row.env, row.default];
+}
+
+/** The name a setting was given by, for error messages about derived values. */
+function sourceName(key: SettingKey, env: ConfigSources['env'], flags: Flags): string {
+  return rawValue(key, env, flags)[0];
+}
+
+function derive(values: SettingValues, env: ConfigSources['env'], flags: Flags): Config {
+  const name = (key: SettingKey): string => sourceName(key, env, flags);
+  const endpoint = values.keptnApiEndpoint;
+  const connectionType: ConnectionType =
+    values.connectionType ?? (endpoint !== undefined || values.httpEventPollingEndpoint !== undefined ? 'http' : 'nats');
+
+  if (connectionType === 'nats') {
+    throw new ConfigError(name('keptnApiEndpoint'), endpoint?.href ?? '',
+      'an absolute http(s) URL: the in-cluster NATS mode is not available yet, so the Keptn API endpoint is required');
+  }
+
+  const pollingUrl = values.httpEventPollingEndpoint ?? (endpoint && joinPath(endpoint, '/controlPlane/v1/event/triggered'));
+  if (pollingUrl === undefined) {
+    throw new ConfigError(name('keptnApiEndpoint'), '', 'an absolute http(s) URL such as https://keptn.example.com/api (HTTP mode needs it)');
+  }
+  const forwardingUrl = values.httpEventForwardingEndpoint ?? (endpoint && joinPath(endpoint, '/v1/event'));
+  if (forwardingUrl === undefined) {
+    throw new ConfigError(name('httpEventForwardingEndpoint'), '',
+      'an absolute http(s) URL: without KEPTN_API_ENDPOINT, relayed events need HTTP_EVENT_FORWARDING_ENDPOINT');
+  }
+  if (values.pubsubTopic.length === 0) {
+    throw new ConfigError(name('pubsubTopic'), '', 'one or more comma-separated event types (required in HTTP mode)');
+  }
+  const wildcard = values.pubsubTopic.find((topic) => /[*>]/.test(topic));
+  if (wildcard !== undefined) {
+    throw new ConfigError(name('pubsubTopic'), values.pubsubTopic.join(','),
+      `exact event types: "${wildcard}" is a NATS wildcard, which the Keptn API does not match`);
+  }
+  if (values.apiProxyPath === values.eventForwardingPath) {
+    throw new ConfigError(name('eventForwardingPath'), values.eventForwardingPath, 'a path different from API_PROXY_PATH');
+  }
+
+  return {
+    ...values,
+    connectionType,
+    pollingUrl: withDefaultPollingPath(pollingUrl),
+    forwardingUrl,
+    controlPlaneUrl: endpoint && controlPlaneBase(endpoint),
+    recipientUrl: recipientUrl(values.pubsubRecipient, values.pubsubRecipientPort, values.pubsubRecipientPath, name('pubsubRecipient')),
+    location: values.location || (connectionType === 'http' ? 'remote-execution-plane' : 'control-plane'),
+  };
+}
+
+/** `base` + `path`, with one trailing `/` of the base dropped (the reference's relay URL kept it: `…/api//v1/event`). */
+export function joinPath(base: URL, path: string): URL {
+  const url = new URL(base.href);
+  url.pathname = url.pathname.replace(/\/$/, '') + path;
+  return url;
+}
+
+/** The 0.8.0 polling endpoint with an empty path means `/v1/event/triggered`, as it did then. */
+function withDefaultPollingPath(url: URL): URL {
+  if (url.pathname !== '/' && url.pathname !== '') return url;
+  return new URL('/v1/event/triggered', url);
+}
+
+/** `<endpoint>/controlPlane`, not doubled when the endpoint already ends with it (as the reference). */
+export function controlPlaneBase(endpoint: URL): URL {
+  return /\/controlPlane\/?$/.test(endpoint.pathname) ? joinPath(endpoint, '') : joinPath(endpoint, '/controlPlane');
+}
+
+/** The polling base the reference uses without a Keptn API endpoint. */
+export function inClusterPollingUrl(): URL {
+  return new URL(IN_CLUSTER_POLLING_URL);
+}
+
+/**
+ * The recipient's URL as the reference builds it: host (with `http://` added
+ * when there is no scheme) + `:` + port + `/` + path. A port or path inside
+ * PUBSUB_RECIPIENT would be concatenated into nonsense, so it is refused.
+ */
+export function recipientUrl(recipient: string, port: number, path: string, source = 'PUBSUB_RECIPIENT'): URL {
+  const withScheme = /^https?:\/\//i.test(recipient) ? recipient : `http://${recipient}`;
+  const expected = 'a host name or http(s)://host, without port or path (use PUBSUB_RECIPIENT_PORT and PUBSUB_RECIPIENT_PATH)';
+  let host: URL;
+  try {
+    host = new URL(withScheme.replace(/\/$/, ''));
+  } catch {
+    throw new ConfigError(source, recipient, expected);
+  }
+  if (host.port !== '' || host.pathname !== '/' || host.search !== '' || host.hash !== '' || host.username !== '') {
+    throw new ConfigError(source, recipient, expected);
+  }
+  return new URL(`${host.protocol}//${host.host}:${port}${path === '' ? '' : `/${path.replace(/^\//, '')}`}`);
+}
+
+/** The values that must never appear in any output. */
+export function secretsOf(config: Config): string[] {
+  return [config.keptnApiToken].filter((secret) => secret !== '');
+}

@@ -1,0 +1,274 @@
+import { expect } from 'chai';
+import { ConfigError, inClusterPollingUrl, loadConfig, recipientUrl, secretsOf, type Flags } from '../lib/config.ts';
+
+/** The least an HTTP-mode agent needs. */
+const BASE = { KEPTN_API_ENDPOINT: 'https://keptn.example.com/api', PUBSUB_TOPIC: 'sh.keptn.event.deployment.triggered' };
+
+function load(env: Record<string, string>, flags: Flags = {}) {
+  return loadConfig({ env, flags });
+}
+
+function configError(env: Record<string, string>, flags: Flags = {}): ConfigError {
+  try {
+    load(env, flags);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  describe('defaults (the reference 0.8.7 values, plus this project’s)', () => {
+    const config = load(BASE);
+    const expected = {
+      keptnApiToken: '',
+      connectionType: 'http',
+      httpPollingInterval: 10_000,
+      registrationInterval: 10_000,
+      pubsubRecipient: 'http://127.0.0.1',
+      pubsubRecipientPort: 8080,
+      pubsubRecipientPath: '',
+      apiProxyPort: 8081,
+      apiProxyPath: '/',
+      eventForwardingPath: '/event',
+      httpSslVerify: true,
+      disableRegistration: false,
+      location: 'remote-execution-plane',
+      pubsubUrl: 'nats://keptn-nats-cluster',
+      apiProxyBindAddress: '127.0.0.1',
+      healthEndpointPort: 10999,
+      logLevel: 'info',
+      maxConcurrentDispatches: 16,
+      dispatchTimeout: 5_000,
+      stateDir: '',
+      integrationName: '',
+      unregisterOnShutdown: false,
+      shutdownTimeout: 20_000,
+      outboxMaxAge: 86_400_000,
+    };
+    for (const [key, value] of Object.entries(expected)) {
+      it(`${key} = ${JSON.stringify(value)}`, () => {
+        expect((config as unknown as Record<string, unknown>)[key]).to.deep.equal(value);
+      });
+    }
+    it('derives the polling, forwarding, control-plane and recipient URLs', () => {
+      expect(config.pollingUrl.href).to.equal('https://keptn.example.com/api/controlPlane/v1/event/triggered');
+      expect(config.forwardingUrl.href).to.equal('https://keptn.example.com/api/v1/event');
+      expect(config.controlPlaneUrl?.href).to.equal('https://keptn.example.com/api/controlPlane');
+      expect(config.recipientUrl.href).to.equal('http://127.0.0.1:8080/');
+    });
+    it('is frozen', () => {
+      expect(Object.isFrozen(config)).to.equal(true);
+    });
+    it('empty lists for the filters', () => {
+      expect(config.projectFilter).to.deep.equal([]);
+      expect(config.stageFilter).to.deep.equal([]);
+      expect(config.serviceFilter).to.deep.equal([]);
+    });
+  });
+
+  describe('lists', () => {
+    it('splits PUBSUB_TOPIC on commas, ignoring blanks around them and empty items', () => {
+      const config = load({ ...BASE, PUBSUB_TOPIC: ' sh.keptn.event.a.triggered , sh.keptn.event.b.triggered,,' });
+      expect(config.pubsubTopic).to.deep.equal(['sh.keptn.event.a.triggered', 'sh.keptn.event.b.triggered']);
+    });
+    it('splits the filters the same way', () => {
+      const config = load({ ...BASE, PROJECT_FILTER: 'a, b', STAGE_FILTER: 'dev', SERVICE_FILTER: 'x,y,' });
+      expect(config.projectFilter).to.deep.equal(['a', 'b']);
+      expect(config.stageFilter).to.deep.equal(['dev']);
+      expect(config.serviceFilter).to.deep.equal(['x', 'y']);
+    });
+  });
+
+  describe('0.8.0 names are aliases', () => {
+    it('HTTP_EVENT_ENDPOINT_AUTH_TOKEN is the token', () => {
+      expect(load({ ...BASE, HTTP_EVENT_ENDPOINT_AUTH_TOKEN: 'old' }).keptnApiToken).to.equal('old');
+    });
+    it('KEPTN_API_TOKEN wins over its alias', () => {
+      expect(load({ ...BASE, KEPTN_API_TOKEN: 'new', HTTP_EVENT_ENDPOINT_AUTH_TOKEN: 'old' }).keptnApiToken).to.equal('new');
+    });
+    it('CONNECTION_TYPE=http with HTTP_EVENT_POLLING_ENDPOINT and HTTP_EVENT_FORWARDING_ENDPOINT, no KEPTN_API_ENDPOINT', () => {
+      const config = load({
+        CONNECTION_TYPE: 'HTTP',
+        HTTP_EVENT_POLLING_ENDPOINT: 'https://keptn.example.com/api/controlPlane/v1/event/triggered',
+        HTTP_EVENT_FORWARDING_ENDPOINT: 'https://keptn.example.com/api/v1/event',
+        PUBSUB_TOPIC: 'sh.keptn.event.test.triggered',
+      });
+      expect(config.connectionType).to.equal('http');
+      expect(config.pollingUrl.href).to.equal('https://keptn.example.com/api/controlPlane/v1/event/triggered');
+      expect(config.forwardingUrl.href).to.equal('https://keptn.example.com/api/v1/event');
+      expect(config.controlPlaneUrl).to.equal(undefined);
+    });
+    it('HTTP_EVENT_POLLING_ENDPOINT alone implies HTTP mode', () => {
+      const config = load({
+        HTTP_EVENT_POLLING_ENDPOINT: 'http://keptn.example.com/v1/event/triggered',
+        HTTP_EVENT_FORWARDING_ENDPOINT: 'http://keptn.example.com/v1/event',
+        PUBSUB_TOPIC: 'sh.keptn.event.test.triggered',
+      });
+      expect(config.connectionType).to.equal('http');
+    });
+    it('an HTTP_EVENT_POLLING_ENDPOINT without a path gets /v1/event/triggered, as in 0.8.0', () => {
+      const config = load({ ...BASE, HTTP_EVENT_POLLING_ENDPOINT: 'http://shipyard-controller:8080' });
+      expect(config.pollingUrl.href).to.equal('http://shipyard-controller:8080/v1/event/triggered');
+    });
+    it('the explicit polling and forwarding endpoints override the derived ones', () => {
+      const config = load({
+        ...BASE,
+        HTTP_EVENT_POLLING_ENDPOINT: 'https://other.example.com/poll/v1/event/triggered',
+        HTTP_EVENT_FORWARDING_ENDPOINT: 'https://other.example.com/events',
+      });
+      expect(config.pollingUrl.href).to.equal('https://other.example.com/poll/v1/event/triggered');
+      expect(config.forwardingUrl.href).to.equal('https://other.example.com/events');
+    });
+    it('RCV_PORT is API_PROXY_PORT', () => {
+      expect(load({ ...BASE, RCV_PORT: '9000' }).apiProxyPort).to.equal(9000);
+    });
+  });
+
+  describe('flags override environment variables', () => {
+    it('a flag wins over its variable', () => {
+      const config = load({ ...BASE, HTTP_POLLING_INTERVAL: '30' }, { httpPollingInterval: '2s' });
+      expect(config.httpPollingInterval).to.equal(2_000);
+    });
+    it('a flag wins over an alias', () => {
+      expect(load({ ...BASE, HTTP_EVENT_ENDPOINT_AUTH_TOKEN: 'env' }, { keptnApiToken: 'flag' }).keptnApiToken).to.equal('flag');
+    });
+    it('a bare boolean flag means true', () => {
+      expect(load({ ...BASE, DISABLE_REGISTRATION: 'false' }, { disableRegistration: true }).disableRegistration).to.equal(true);
+    });
+    it('a boolean flag takes false', () => {
+      expect(load(BASE, { httpSslVerify: 'false' }).httpSslVerify).to.equal(false);
+    });
+    it('VERSION’s flag is --integration-version', () => {
+      expect(load({ ...BASE, VERSION: '1.0' }, { integrationVersion: '2.0' }).integrationVersion).to.equal('2.0');
+      expect(load({ ...BASE, VERSION: '1.0' }).integrationVersion).to.equal('1.0');
+    });
+    it('the variable applies when the flag is absent', () => {
+      expect(load({ ...BASE, API_PROXY_PORT: '9001' }, {}).apiProxyPort).to.equal(9001);
+    });
+  });
+
+  describe('an empty variable counts as unset, so the default applies', () => {
+    it('PUBSUB_RECIPIENT="" (the reference hung on shutdown, defect D12)', () => {
+      expect(load({ ...BASE, PUBSUB_RECIPIENT: '' }).recipientUrl.href).to.equal('http://127.0.0.1:8080/');
+    });
+    it('API_PROXY_PORT="" (a parse error in the reference)', () => {
+      expect(load({ ...BASE, API_PROXY_PORT: '' }).apiProxyPort).to.equal(8081);
+    });
+  });
+
+  describe('durations', () => {
+    for (const [text, ms] of [['10', 10_000], ['250ms', 250], ['2s', 2_000], ['1m30s', 90_000]] as const) {
+      it(`HTTP_POLLING_INTERVAL=${text} → ${ms} ms`, () => {
+        expect(load({ ...BASE, HTTP_POLLING_INTERVAL: text }).httpPollingInterval).to.equal(ms);
+      });
+    }
+    it('REGISTRATION_INTERVAL takes bare seconds too (the reference warned and used 10s)', () => {
+      expect(load({ ...BASE, REGISTRATION_INTERVAL: '30' }).registrationInterval).to.equal(30_000);
+    });
+    it('SHUTDOWN_TIMEOUT may be 0', () => {
+      expect(load({ ...BASE, SHUTDOWN_TIMEOUT: '0' }).shutdownTimeout).to.equal(0);
+    });
+  });
+
+  describe('URL derivation (reference: envconfig_test.go and §2.4)', () => {
+    it('Test_getHTTPPollingEndpoint: https://my-keptn.com/api → …/api/controlPlane/v1/event/triggered', () => {
+      expect(load({ ...BASE, KEPTN_API_ENDPOINT: 'https://my-keptn.com/api' }).pollingUrl.href)
+        .to.equal('https://my-keptn.com/api/controlPlane/v1/event/triggered');
+    });
+    it('Test_getHTTPPollingEndpoint: no endpoint → the in-cluster shipyard-controller', () => {
+      expect(inClusterPollingUrl().href).to.equal('http://shipyard-controller:8080/v1/event/triggered');
+    });
+    it('a trailing slash in KEPTN_API_ENDPOINT is not doubled in any derived URL (defect D22)', () => {
+      const config = load({ ...BASE, KEPTN_API_ENDPOINT: 'https://keptn.example.com/api/' });
+      expect(config.pollingUrl.href).to.equal('https://keptn.example.com/api/controlPlane/v1/event/triggered');
+      expect(config.forwardingUrl.href).to.equal('https://keptn.example.com/api/v1/event');
+      expect(config.controlPlaneUrl?.href).to.equal('https://keptn.example.com/api/controlPlane');
+    });
+    it('an endpoint ending in /controlPlane does not get a second one for registration', () => {
+      const config = load({ ...BASE, KEPTN_API_ENDPOINT: 'https://keptn.example.com/api/controlPlane' });
+      expect(config.controlPlaneUrl?.href).to.equal('https://keptn.example.com/api/controlPlane');
+    });
+    it('an endpoint with a port and a path prefix', () => {
+      const config = load({ ...BASE, KEPTN_API_ENDPOINT: 'http://external-api.com:8080/my/path/prefix/api' });
+      expect(config.pollingUrl.href).to.equal('http://external-api.com:8080/my/path/prefix/api/controlPlane/v1/event/triggered');
+    });
+    it('Test_ValidateKeptnAPIEndpointURL: http:1.2.3.4.nip.io/some-path is accepted (read as http://1.2.3.4.nip.io/some-path)', () => {
+      expect(load({ ...BASE, KEPTN_API_ENDPOINT: 'http:1.2.3.4.nip.io/some-path' }).forwardingUrl.href)
+        .to.equal('http://1.2.3.4.nip.io/some-path/v1/event');
+    });
+    it('Test_ValidateKeptnAPIEndpointURL: "d" is rejected', () => {
+      expect(configError({ ...BASE, KEPTN_API_ENDPOINT: 'd' }).setting).to.equal('KEPTN_API_ENDPOINT');
+    });
+
+    describe('Test_getPubSubRecipientURL', () => {
+      const cases: Array<[string, Record<string, string>, string]> = [
+        ['recipient only', { PUBSUB_RECIPIENT: 'lighthouse-service' }, 'http://lighthouse-service:8080/'],
+        ['path /event', { PUBSUB_RECIPIENT: 'lighthouse-service', PUBSUB_RECIPIENT_PATH: '/event' }, 'http://lighthouse-service:8080/event'],
+        ['path event', { PUBSUB_RECIPIENT: 'lighthouse-service', PUBSUB_RECIPIENT_PATH: 'event' }, 'http://lighthouse-service:8080/event'],
+        ['port 666', { PUBSUB_RECIPIENT: 'lighthouse-service', PUBSUB_RECIPIENT_PORT: '666' }, 'http://lighthouse-service:666/'],
+        ['recipient unset, port 666', { PUBSUB_RECIPIENT_PORT: '666' }, 'http://127.0.0.1:666/'],
+        ['https scheme', { PUBSUB_RECIPIENT: 'https://lighthouse-service' }, 'https://lighthouse-service:8080/'],
+        ['a trailing slash after the host', { PUBSUB_RECIPIENT: 'http://lighthouse-service/' }, 'http://lighthouse-service:8080/'],
+      ];
+      for (const [name, env, url] of cases) {
+        it(`${name} → ${url}`, () => {
+          expect(load({ ...BASE, ...env }).recipientUrl.href).to.equal(url);
+        });
+      }
+      it('a port inside PUBSUB_RECIPIENT is refused instead of concatenated', () => {
+        expect(() => recipientUrl('http://svc:9000', 8080, '')).to.throw(ConfigError, /PUBSUB_RECIPIENT="http:\/\/svc:9000"/);
+      });
+    });
+  });
+
+  describe('bad values exit with one line naming the variable or flag and the value', () => {
+    const cases: Array<[string, Record<string, string>, Flags, RegExp]> = [
+      ['a bad URL', { ...BASE, KEPTN_API_ENDPOINT: 'keptn.example.com/api' }, {},
+        /^KEPTN_API_ENDPOINT="keptn.example.com\/api": expected an absolute http\(s\) URL/],
+      ['a non-http URL', { ...BASE, KEPTN_API_ENDPOINT: 'ftp://keptn.example.com' }, {}, /^KEPTN_API_ENDPOINT="ftp:\/\/keptn.example.com": expected/],
+      ['an unparsable interval', { ...BASE, HTTP_POLLING_INTERVAL: 'ten' }, {},
+        /^HTTP_POLLING_INTERVAL="ten": expected a positive number of seconds or a duration like 250ms, 2s or 1m30s$/],
+      ['a negative interval', { ...BASE, HTTP_POLLING_INTERVAL: '-1' }, {}, /^HTTP_POLLING_INTERVAL="-1": expected/],
+      ['a zero interval (the reference panicked)', { ...BASE, HTTP_POLLING_INTERVAL: '0' }, {}, /^HTTP_POLLING_INTERVAL="0": expected/],
+      ['a bad interval flag', BASE, { httpPollingInterval: '1x' }, /^--http-polling-interval="1x": expected/],
+      ['a bad registration interval', { ...BASE, REGISTRATION_INTERVAL: '0s' }, {}, /^REGISTRATION_INTERVAL="0s": expected/],
+      ['a port out of range', { ...BASE, API_PROXY_PORT: '70000' }, {}, /^API_PROXY_PORT="70000": expected a port number from 0 to 65535/],
+      ['a port that is not a number', { ...BASE, HEALTH_ENDPOINT_PORT: 'http' }, {}, /^HEALTH_ENDPOINT_PORT="http": expected a port number/],
+      ['a negative port', { ...BASE, PUBSUB_RECIPIENT_PORT: '-80' }, {}, /^PUBSUB_RECIPIENT_PORT="-80": expected a port number from 1 to 65535/],
+      ['recipient port 0', { ...BASE, PUBSUB_RECIPIENT_PORT: '0' }, {}, /^PUBSUB_RECIPIENT_PORT="0": expected/],
+      ['a boolean that is neither true nor false', { ...BASE, HTTP_SSL_VERIFY: 'yes' }, {}, /^HTTP_SSL_VERIFY="yes": expected true or false$/],
+      ['a boolean flag that is neither true nor false', BASE, { disableRegistration: '1' }, /^--disable-registration="1": expected true or false$/],
+      ['HTTP mode without PUBSUB_TOPIC', { KEPTN_API_ENDPOINT: BASE.KEPTN_API_ENDPOINT }, {},
+        /^PUBSUB_TOPIC="": expected one or more comma-separated event types \(required in HTTP mode\)$/],
+      ['a NATS wildcard in HTTP mode', { ...BASE, PUBSUB_TOPIC: 'sh.keptn.>' }, {}, /^PUBSUB_TOPIC="sh.keptn.>": expected exact event types/],
+      ['an unknown log level', { ...BASE, LOG_LEVEL: 'verbose' }, {}, /^LOG_LEVEL="verbose": expected one of error, warn, info, debug$/],
+      ['an unknown connection type', { ...BASE, CONNECTION_TYPE: 'grpc' }, {}, /^CONNECTION_TYPE="grpc": expected one of http, nats$/],
+      ['zero concurrent dispatches', { ...BASE, MAX_CONCURRENT_DISPATCHES: '0' }, {}, /^MAX_CONCURRENT_DISPATCHES="0": expected a whole number from 1/],
+      ['a path without a leading slash', { ...BASE, EVENT_FORWARDING_PATH: 'event' }, {}, /^EVENT_FORWARDING_PATH="event": expected a path starting with \/$/],
+      ['the same path for relay and proxy', { ...BASE, API_PROXY_PATH: '/event' }, {}, /^EVENT_FORWARDING_PATH="\/event": expected a path different from API_PROXY_PATH$/],
+      ['no Keptn API endpoint: NATS mode, which is not available yet', { PUBSUB_TOPIC: 'sh.keptn.event.test.triggered' }, {},
+        /^KEPTN_API_ENDPOINT="": expected an absolute http\(s\) URL: the in-cluster NATS mode is not available yet/],
+      ['CONNECTION_TYPE=http without any endpoint', { CONNECTION_TYPE: 'http', PUBSUB_TOPIC: 'sh.keptn.event.test.triggered' }, {},
+        /^KEPTN_API_ENDPOINT="": expected an absolute http\(s\) URL/],
+      ['a polling endpoint without a forwarding endpoint', {
+        HTTP_EVENT_POLLING_ENDPOINT: 'http://keptn.example.com/v1/event/triggered', PUBSUB_TOPIC: 'sh.keptn.event.test.triggered',
+      }, {}, /^HTTP_EVENT_FORWARDING_ENDPOINT="": expected an absolute http\(s\) URL: without KEPTN_API_ENDPOINT/],
+      ['a recipient with a path', { ...BASE, PUBSUB_RECIPIENT: 'svc/event' }, {}, /^PUBSUB_RECIPIENT="svc\/event": expected a host name/],
+      ['a bad value given through an alias names the alias', { ...BASE, RCV_PORT: 'x' }, {}, /^RCV_PORT="x": expected/],
+    ];
+    for (const [name, env, flags, message] of cases) {
+      it(name, () => {
+        const error = configError(env, flags);
+        expect(error.message).to.match(message);
+        expect(error.message).not.to.include('\n');
+      });
+    }
+  });
+
+  it('the token is the secret to redact', () => {
+    expect(secretsOf(load({ ...BASE, KEPTN_API_TOKEN: 's3cr3t' }))).to.deep.equal(['s3cr3t']);
+    expect(secretsOf(load(BASE))).to.deep.equal([]);
+  });
+});
