@@ -54,6 +54,8 @@ export interface TriggeredEventsPage {
 export interface PageQuery {
   readonly nextPageKey?: string;
   readonly pageSize?: number;
+  /** Only this project's events: the server then searches one project, and answers 500 "no matching event found" for none. */
+  readonly project?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -106,6 +108,7 @@ export class KeptnApi {
   async triggeredEventsPage(type: string, query: PageQuery = {}): Promise<TriggeredEventsPage> {
     const url = this.pollingUrlFor(type);
     if (query.pageSize !== undefined) url.searchParams.set('pageSize', String(query.pageSize));
+    if (query.project !== undefined) url.searchParams.set('project', query.project);
     if (query.nextPageKey !== undefined) url.searchParams.set('nextPageKey', query.nextPageKey);
     const body = await this.#json(url, { method: 'GET', signal: query.signal });
     if (!isRecord(body) || !Array.isArray(body.events)) {
@@ -187,6 +190,12 @@ export class KeptnApi {
       throw new KeptnApiError('status', `the control plane answered ${response.statusCode} with a body that is not JSON`, { status: response.statusCode });
     }
   }
+}
+
+/** What is safe to log of any failure: a `KeptnApiError`'s own summary, else just a message. */
+export function describeFailure(error: unknown): { status?: number; code?: string; message: string } {
+  if (error instanceof KeptnApiError) return error.toJSON();
+  return { message: error instanceof Error ? error.message : String(error) };
 }
 
 /** Keptn's error body is `{code, message}`; gateways answer HTML or plain text. */

@@ -18,13 +18,18 @@ export interface Metrics {
   /** Poll entries that were not valid CloudEvents. */
   readonly eventsInvalid: Counter<'topic'>;
   readonly dispatchesInFlight: Gauge;
-  /** Relayed events by outcome: accepted, rejected (bad input), delivered, failed (final 4xx), dead-lettered, refused (outbox full). */
+  /**
+   * Relayed events by outcome: accepted, rejected (bad input), delivered, retried, token-rejected (401/403),
+   * failed (final 4xx), dead-lettered, refused (outbox full).
+   */
   readonly relays: Counter<'outcome'>;
   readonly outboxDepth: Gauge;
   /** 1 while registered, 0 otherwise. */
   readonly registered: Gauge;
-  /** Log entries sent to the control plane, by outcome. */
+  /** Error log entries by outcome: sent, rejected (final 4xx), dropped (more than the bound waiting), lost (unsent at shutdown). */
   readonly logEntries: Counter<'outcome'>;
+  /** Error log entries waiting to be sent. */
+  readonly logEntriesPending: Gauge;
 }
 
 export function createMetrics({ defaultMetrics = true }: { defaultMetrics?: boolean } = {}): Metrics {
@@ -48,5 +53,6 @@ export function createMetrics({ defaultMetrics = true }: { defaultMetrics?: bool
     outboxDepth: new Gauge({ name: 'keptn_distributor_outbox_depth', help: 'Relayed events not yet delivered to the control plane', registers }),
     registered: new Gauge({ name: 'keptn_distributor_registered', help: '1 while registered with the control plane', registers }),
     logEntries: new Counter({ name: 'keptn_distributor_log_entries_total', help: 'Error log entries sent to the control plane by outcome', labelNames: ['outcome'], registers }),
+    logEntriesPending: new Gauge({ name: 'keptn_distributor_log_entries_pending', help: 'Error log entries waiting to be sent to the control plane', registers }),
   };
 }

@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import { expect } from 'chai';
 import nock from 'nock';
-import { KeptnApi, KeptnApiError, keptnApiOptions } from '../lib/keptn-api.ts';
+import { KeptnApi, KeptnApiError, describeFailure, keptnApiOptions } from '../lib/keptn-api.ts';
 import { loadConfig } from '../lib/config.ts';
 
 const ENDPOINT = 'https://keptn.example.com';
@@ -116,6 +116,16 @@ describe('keptn-api', () => {
     });
   });
 
+  describe('triggeredEventsPage with a project (issue 4)', () => {
+    it('sends the project as the server’s `project` query parameter', async () => {
+      nock(ENDPOINT, { reqheaders: { 'x-token': TOKEN } })
+        .get(POLL_PATH).query({ pageSize: '1000', project: 'sockshop' })
+        .reply(200, { events: [], nextPageKey: '0' });
+      const page = await api().triggeredEventsPage(TYPE, { pageSize: 1000, project: 'sockshop' });
+      expect(page.events).to.deep.equal([]);
+    });
+  });
+
   describe('postEvent', () => {
     it('POSTs the JSON as given to <endpoint>/v1/event with x-token and the CloudEvents content type', async () => {
       const json = '{"specversion":"1.0","id":"1","type":"t","source":"s","data":{}}';
@@ -154,6 +164,17 @@ describe('keptn-api', () => {
         .query({ keptnContext: 'ctx', type: 'sh.keptn.event.test.started', pageSize: '100' })
         .reply(200, { events: [{ id: 'x' }], nextPageKey: '0' });
       expect(await api().eventsByContext('ctx', 'sh.keptn.event.test.started')).to.deep.equal([{ id: 'x' }]);
+    });
+  });
+
+  describe('describeFailure', () => {
+    it('keeps a KeptnApiError’s safe summary and only the message of anything else', async () => {
+      nock(ENDPOINT).post('/api/controlPlane/v1/log').reply(503, { code: 503, message: 'down' });
+      const error = await failure(api().postLogs([]));
+      expect(describeFailure(error)).to.deep.equal({ status: 503, message: '503: down' });
+      const other = Object.assign(new Error('boom'), { options: { headers: { 'x-token': TOKEN } } });
+      expect(describeFailure(other)).to.deep.equal({ message: 'boom' });
+      expect(describeFailure('text')).to.deep.equal({ message: 'text' });
     });
   });
 });
