@@ -57,3 +57,55 @@ export function validateCloudEvent(raw: unknown, rules: ValidationRules): Valida
   if (rules.requireData && (event.data === undefined || event.data === null)) return { ok: false, reason: 'missing "data"' };
   return { ok: true, event: event as KeptnCloudEvent };
 }
+
+/** The result of reading a binary-mode CloudEvent: the structured JSON object it stands for, or what is wrong. */
+export type BinaryConversion = { readonly ok: true; readonly raw: Record<string, unknown> } | { readonly ok: false; readonly reason: string };
+
+/** True for `application/json`, `text/json` and any `…+json` media type (parameters ignored). */
+export function isJsonMediaType(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  const media = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return media === 'application/json' || media === 'text/json' || media.endsWith('+json');
+}
+
+/**
+ * Turns a binary-mode CloudEvent (HTTP binding: every attribute in a `ce-*`
+ * header, the data in the body, its media type in `Content-Type`) into the
+ * structured JSON object it stands for. Header values are percent-decoded as
+ * the binding says. The data is parsed when its media type is JSON (or absent
+ * and the body parses), kept as text otherwise. Nothing is validated here
+ * beyond what the conversion needs: `validateCloudEvent` does the rest.
+ */
+export function binaryToStructured(headers: Readonly<Record<string, string | readonly string[] | undefined>>, body: Buffer): BinaryConversion {
+  const raw: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase();
+    if (!lower.startsWith('ce-') || value === undefined) continue;
+    const attribute = lower.slice(3);
+    if (attribute === '' || attribute === 'data' || attribute === 'data_base64') {
+      return { ok: false, reason: `header "${name}" is not a CloudEvents attribute` };
+    }
+    const text = typeof value === 'string' ? value : value.join(',');
+    try {
+      raw[attribute] = decodeURIComponent(text);
+    } catch {
+      return { ok: false, reason: `header "${name}" is not validly percent-encoded` };
+    }
+  }
+  const rawContentType = headers['content-type'];
+  const contentType = Array.isArray(rawContentType) ? rawContentType[0] : rawContentType as string | undefined;
+  if (contentType !== undefined && contentType !== '') raw.datacontenttype = contentType;
+  if (body.length === 0) return { ok: true, raw };
+  const text = body.toString('utf8');
+  if (contentType === undefined || contentType === '' || isJsonMediaType(contentType)) {
+    try {
+      raw.data = JSON.parse(text) as unknown;
+    } catch {
+      if (isJsonMediaType(contentType)) return { ok: false, reason: `the body is not valid JSON, but Content-Type is ${contentType}` };
+      raw.data = text;
+    }
+  } else {
+    raw.data = text;
+  }
+  return { ok: true, raw };
+}

@@ -1,0 +1,213 @@
+/**
+ * The Keptn API proxy: the recipient calls `/controlPlane/…`,
+ * `/configuration-service/…` or `/mongodb-datastore/…` on the local port and
+ * the agent forwards the call to the same prefix under KEPTN_API_ENDPOINT
+ * with its `x-token`, so the recipient never holds the token.
+ *
+ * Both bodies are streamed, never buffered. Hop-by-hop headers are dropped
+ * both ways; a client's `x-token` is replaced by the agent's; multi-valued
+ * headers (several `Set-Cookie`) survive; redirects are passed back, not
+ * followed. Unlike the reference (spec §7.3, D14–D16): an unknown prefix is a
+ * 404, `/controlPlaneX` is not `/controlPlane`, a path that climbs out of its
+ * prefix is refused, and the `/resource/` escaping keeps what comes before
+ * the last `/resource/`.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { Logger } from './log.ts';
+
+/** The prefixes proxied, as the first path segment (HTTP mode: the same prefix under the endpoint). */
+export const PROXY_PREFIXES = ['controlPlane', 'configuration-service', 'mongodb-datastore'] as const;
+
+/** Where one local path goes: the reference's (scheme, host, path) triple, or why it goes nowhere. */
+export type ProxyMapping =
+  | { readonly ok: true; readonly protocol: 'http:' | 'https:'; readonly host: string; readonly path: string }
+  | { readonly ok: false; readonly status: 400 | 404; readonly message: string };
+
+/**
+ * Maps a local request path (API_PROXY_PATH already removed, still
+ * percent-encoded, no query) to its target under `endpoint` in HTTP mode:
+ * `/<prefix>/<rest>` → `<endpoint path>/<prefix>/<rest>`. For the
+ * configuration-service, the part after the last `/resource/` is escaped once
+ * more, as the reference does (spec §7.3.3): resource URIs reach the public
+ * gateway escaped once, and the gateway decodes once.
+ */
+export function mapProxyPath(path: string, endpoint: URL): ProxyMapping {
+  if (!path.startsWith('/')) return { ok: false, status: 404, message: `no Keptn API is proxied at ${path}` };
+  const segments = path.slice(1).split('/');
+  const prefix = segments[0]!;
+  if (!(PROXY_PREFIXES as readonly string[]).includes(prefix)) {
+    return {
+      ok: false, status: 404,
+      message: `no Keptn API is proxied at /${prefix}: the proxied prefixes are ${PROXY_PREFIXES.map((p) => `/${p}`).join(', ')}`,
+    };
+  }
+  if (segments.some(climbs)) return { ok: false, status: 400, message: 'the path must not contain ".." segments (plain or percent-encoded)' };
+  let mapped = `/${prefix}/${segments.slice(1).join('/')}`;
+  if (prefix === 'configuration-service') mapped = escapeResourceUri(mapped);
+  return {
+    ok: true,
+    protocol: endpoint.protocol === 'https:' ? 'https:' : 'http:',
+    host: endpoint.host,
+    path: endpoint.pathname.replace(/\/$/, '') + mapped,
+  };
+}
+
+/**
+ * Escapes what follows the last `/resource/` with Go's `url.QueryEscape`
+ * and keeps everything before it (the reference lost it when `/resource/`
+ * occurred twice, D14).
+ */
+export function escapeResourceUri(path: string): string {
+  const marker = '/resource/';
+  const at = path.lastIndexOf(marker);
+  if (at < 0) return path;
+  return path.slice(0, at) + marker + goQueryEscape(path.slice(at + marker.length));
+}
+
+/** Go's `url.QueryEscape`: everything but `A–Z a–z 0–9 - _ . ~` is %XX-escaped, and a space becomes `+`. */
+export function goQueryEscape(text: string): string {
+  return Array.from(Buffer.from(text, 'utf8'), (byte) => {
+    const char = String.fromCharCode(byte);
+    if (/[A-Za-z0-9\-_.~]/.test(char)) return char;
+    if (byte === 0x20) return '+';
+    return `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }).join('');
+}
+
+/** A segment that is `..` once decoded (as many times as it decodes), or holds an encoded `../`. */
+function climbs(segment: string): boolean {
+  let text = segment;
+  for (let round = 0; round < 4; round++) {
+    if (text.split(/[/\\]/).includes('..')) return true;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(text);
+    } catch {
+      return false;
+    }
+    if (decoded === text) return false;
+    text = decoded;
+  }
+  return true;
+}
+
+/** Connection-level headers (RFC 9110 §7.6.1): meaningful for one hop only, never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** Raw headers (`[name, value, name, value, …]`) minus hop-by-hop ones, those named in `Connection`, and `drop`. */
+function filterHeaders(raw: readonly string[], drop: ReadonlySet<string>): string[] {
+  const named = new Set<string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === 'connection') for (const token of raw[i + 1]!.split(',')) named.add(token.trim().toLowerCase());
+  }
+  const kept: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(name) || named.has(name) || drop.has(name)) continue;
+    kept.push(raw[i]!, raw[i + 1]!);
+  }
+  return kept;
+}
+
+export interface ApiProxyOptions {
+  /** KEPTN_API_ENDPOINT. */
+  readonly endpoint: URL;
+  /** Sent as `x-token`, replacing the client's; empty: the client's `x-token` passes through. */
+  readonly token: string;
+  /** HTTP_SSL_VERIFY. */
+  readonly sslVerify: boolean;
+  /** Longest silence from the upstream before the call is given up (504 before the answer started). */
+  readonly timeoutMs?: number;
+  readonly logger: Logger;
+}
+
+export const PROXY_TIMEOUT_MS = 30_000;
+
+class UpstreamTimeout extends Error {
+  override name = 'UpstreamTimeout';
+}
+
+/** Writes a JSON `{"message"}` answer (the local server's one error shape). */
+export type ErrorResponder = (res: ServerResponse, status: number, message: string, headers?: Record<string, string>) => void;
+
+export class ApiProxy {
+  readonly #endpoint: URL;
+  readonly #token: string;
+  readonly #timeoutMs: number;
+  readonly #logger: Logger;
+  readonly #agent: http.Agent;
+  readonly #https: boolean;
+
+  constructor({ endpoint, token, sslVerify, timeoutMs = PROXY_TIMEOUT_MS, logger }: ApiProxyOptions) {
+    this.#endpoint = endpoint;
+    this.#token = token;
+    this.#timeoutMs = timeoutMs;
+    this.#logger = logger.child({ component: 'proxy' });
+    this.#https = endpoint.protocol === 'https:';
+    this.#agent = this.#https ? new https.Agent({ keepAlive: true, rejectUnauthorized: sslVerify }) : new http.Agent({ keepAlive: true });
+  }
+
+  /**
+   * Forwards one request. `path` is the local path with API_PROXY_PATH
+   * removed (raw, percent-encoded); `query` is the raw query with its `?`, or ''.
+   */
+  forward(req: IncomingMessage, res: ServerResponse, path: string, query: string, fail: ErrorResponder): void {
+    const mapping = mapProxyPath(path, this.#endpoint);
+    if (!mapping.ok) {
+      req.resume();
+      fail(res, mapping.status, mapping.message);
+      return;
+    }
+    const drop = new Set(['host', ...(this.#token !== '' ? ['x-token'] : [])]);
+    const headers = ['Host', this.#endpoint.host, ...filterHeaders(req.rawHeaders, drop), ...(this.#token !== '' ? ['x-token', this.#token] : [])];
+    const started = Date.now();
+    const upstream = (this.#https ? https : http).request({
+      protocol: mapping.protocol,
+      hostname: this.#endpoint.hostname.replace(/^\[(.*)\]$/, '$1'),
+      ...(this.#endpoint.port !== '' && { port: Number(this.#endpoint.port) }),
+      method: req.method ?? 'GET',
+      path: mapping.path + query,
+      headers,
+      agent: this.#agent,
+    });
+    upstream.setTimeout(this.#timeoutMs, () => upstream.destroy(new UpstreamTimeout(`no answer from the Keptn API within ${this.#timeoutMs} ms`)));
+
+    upstream.on('response', (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.statusMessage ?? '', filterHeaders(answer.rawHeaders, new Set(['x-token'])));
+      answer.pipe(res);
+      answer.on('error', () => res.destroy());
+      answer.on('end', () => {
+        this.#logger.debug('proxied', { method: req.method, path: mapping.path, status: answer.statusCode, ms: Date.now() - started });
+      });
+    });
+    upstream.on('error', (error) => {
+      if (res.destroyed) return;
+      if (res.headersSent) {
+        // The answer had started: all that can be done is to cut it, so the client sees it incomplete.
+        res.destroy();
+        return;
+      }
+      if (error instanceof UpstreamTimeout) {
+        this.#logger.warn('proxied call timed out', { method: req.method, path: mapping.path, timeoutMs: this.#timeoutMs });
+        fail(res, 504, error.message);
+      } else {
+        const code = (error as NodeJS.ErrnoException).code;
+        this.#logger.warn('proxied call failed: the Keptn API is unreachable', { method: req.method, path: mapping.path, code, error: error.message });
+        fail(res, 502, `the Keptn API at ${this.#endpoint.origin} is unreachable${code ? ` (${code})` : ''}`);
+      }
+      req.resume();
+    });
+    // The client went away: stop the upstream call too.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    req.on('error', () => upstream.destroy());
+    req.pipe(upstream);
+  }
+
+  /** Closes kept-alive upstream connections. */
+  close(): void {
+    this.#agent.destroy();
+  }
+}
