@@ -91,6 +91,8 @@ export interface ProjectOutline {
 export class ControlPlaneState {
   /** Open `.triggered` events per project, projects in the order they first appeared. */
   readonly #open = new Map<string, TriggeredEvent[]>();
+  /** `<project> <id>` of every open event: opening 10,000 tasks must not scan the list each time. */
+  readonly #openKeys = new Set<string>();
   readonly #started: StartedRecord[] = [];
   readonly #received: ReceivedEvent[] = [];
   readonly #datastore: DatastoreEvent[] = [];
@@ -105,9 +107,11 @@ export class ControlPlaneState {
   /** Adds a `.triggered` event to its project's open list. Throws if that id is open already. */
   open(event: TriggeredEvent): void {
     const { project } = placeOf(event.data);
-    if (this.findOpen({ project, eventId: event.id }).length > 0) {
+    const key = `${project}\u0000${event.id}`;
+    if (this.#openKeys.has(key)) {
       throw new Error(`a .triggered event with id ${event.id} is open already in project "${project}"`);
     }
+    this.#openKeys.add(key);
     const list = this.#open.get(project) ?? [];
     list.push(event);
     this.#open.set(project, list);
@@ -118,7 +122,9 @@ export class ControlPlaneState {
   close(project: string, id: string): TriggeredEvent | undefined {
     const list = this.#open.get(project) ?? [];
     const index = list.findIndex((event) => event.id === id);
-    return index < 0 ? undefined : list.splice(index, 1)[0];
+    if (index < 0) return undefined;
+    this.#openKeys.delete(`${project}\u0000${id}`);
+    return list.splice(index, 1)[0];
   }
 
   /**
