@@ -7,6 +7,21 @@ import type { Config } from './config.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { Readiness } from './readiness.ts';
+import { HealthServer } from './health.ts';
+import { KeptnApi, keptnApiOptions } from './keptn-api.ts';
+import { Registration, integrationOf } from './registration.ts';
+import { UniformLog } from './uniform-log.ts';
+import { Poller } from './poller.ts';
+import { Dispatcher } from './dispatcher.ts';
+import { MemoryDedupStore } from './dedup/memory.ts';
+import { FileDedupStore } from './dedup/file.ts';
+import { filterFromConfig } from './filters.ts';
+import { LocalServer } from './server.ts';
+import { ApiProxy } from './proxy.ts';
+import { Outbox } from './outbox/outbox.ts';
+import { MemoryStore } from './outbox/memory-store.ts';
+import { FileStore } from './outbox/file-store.ts';
+import { FileDeadLetters, LogDeadLetters } from './outbox/dead-letter.ts';
 
 export interface AgentOptions {
   /** Aborting it starts the graceful shutdown. */
@@ -37,14 +52,97 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   const parts: Part[] = [];
 
   // — health and metrics server (issue 6)
+  const health = new HealthServer({ port: config.healthEndpointPort, readiness, metrics, logger: logger.child({ component: 'health' }) });
+  parts.push({
+    name: health.name,
+    start: async () => {
+      await health.start();
+      if (health.port !== undefined) addresses.healthPort = health.port;
+    },
+    stop: (deadline) => health.stop(deadline),
+  });
+  // While it drains, the agent takes no new work: /ready says so.
+  signal.addEventListener('abort', () => { readiness.declare('agent', 'shutting down'); }, { once: true });
 
   // — registration and error-log forwarding (issue 6)
+  // Parts stop in reverse: error logs are flushed (the local server has drained), then the registration ends.
+  const keptnApi = new KeptnApi(keptnApiOptions(config));
+  let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
+  if (config.controlPlaneUrl === undefined) {
+    logger.warn('registration and error-log forwarding are off: they need KEPTN_API_ENDPOINT');
+  } else {
+    const registration = config.disableRegistration ? undefined : new Registration({
+      api: keptnApi,
+      integration: integrationOf(config),
+      intervalMs: config.registrationInterval,
+      unregisterOnShutdown: config.unregisterOnShutdown,
+      logger: logger.child({ component: 'registration' }),
+      metrics,
+    });
+    // Without registration there is no integration id: entries go out with an empty one rather than not at all.
+    const uniformLog = new UniformLog({
+      api: keptnApi,
+      integrationId: registration ? () => registration.id : () => '',
+      logger: logger.child({ component: 'uniform-log' }),
+      metrics,
+    });
+    if (registration) parts.push(registration);
+    parts.push(uniformLog);
+    errorLogs = uniformLog;
+  }
 
   // — local server: event relay, outbox, API proxy (issue 5)
+  // Stops after the pipeline: relays still arriving for in-flight dispatches are taken until then.
+  const outboxLogger = logger.child({ component: 'outbox' });
+  const outbox = new Outbox({
+    sink: keptnApi,
+    store: config.stateDir === '' ? new MemoryStore() : new FileStore({ dir: config.stateDir, logger: outboxLogger }),
+    deadLetters: config.stateDir === '' ? new LogDeadLetters(outboxLogger) : new FileDeadLetters(config.stateDir),
+    logger, metrics, readiness,
+    maxAgeMs: config.outboxMaxAge,
+    canCheckArrival: config.keptnApiEndpoint !== undefined,
+  });
+  const localServer = new LocalServer({
+    bindAddress: config.apiProxyBindAddress,
+    port: config.apiProxyPort,
+    apiProxyPath: config.apiProxyPath,
+    eventForwardingPath: config.eventForwardingPath,
+    outbox,
+    proxy: config.keptnApiEndpoint === undefined ? undefined
+      : new ApiProxy({ endpoint: config.keptnApiEndpoint, token: config.keptnApiToken, sslVerify: config.httpSslVerify, logger }),
+    logger, metrics, readiness,
+    onEvent: (event) => errorLogs.observe(event),
+  });
+  parts.push({
+    name: localServer.name,
+    start: async () => {
+      await localServer.start();
+      if (localServer.port !== undefined) addresses.proxyPort = localServer.port;
+    },
+    stop: (deadline) => localServer.stop(deadline),
+  });
 
   // — pipeline: poller, dedup, dispatcher (issue 4)
-  void metrics;
-  void readiness;
+  // Pushed last, so it stops first: no new dispatches while the rest drains.
+  parts.push(new Poller({
+    api: keptnApi,
+    topics: config.pubsubTopic,
+    intervalMs: config.httpPollingInterval,
+    store: config.stateDir === ''
+      ? new MemoryDedupStore()
+      : new FileDedupStore({ dir: config.stateDir, logger: logger.child({ component: 'dedup' }) }),
+    dispatcher: new Dispatcher({
+      recipientUrl: config.recipientUrl,
+      timeoutMs: config.dispatchTimeout,
+      concurrency: config.maxConcurrentDispatches,
+      logger: logger.child({ component: 'dispatcher' }),
+      metrics,
+    }),
+    filter: filterFromConfig(config),
+    logger: logger.child({ component: 'poller' }),
+    metrics,
+    setReady: readiness.declare('poller', 'no poll cycle completed yet'),
+  }));
 
   logger.info('starting', {
     mode: config.connectionType,
