@@ -8,6 +8,8 @@ import type { Writable } from 'node:stream';
 import { Command, CommanderError, Option } from 'commander';
 import { startAgent } from './agent.ts';
 import { ConfigError, loadConfig, secretsOf } from './config.ts';
+import { addDemoCommand } from './demo/demo.ts';
+import { addEmulatorCommands } from './emulator/commands.ts';
 import { createLogger } from './log.ts';
 import { flagOf, settingRows, type Setting } from './settings.ts';
 
@@ -53,6 +55,14 @@ function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
   program.action(async (flags: Record<string, string | boolean>) => {
     setExitCode(await runAgent(flags, io));
   });
+  const lines = {
+    signal: io.signal,
+    out: (line: string) => io.stdout.write(`${line}\n`),
+    err: (line: string) => io.stderr.write(`${line}\n`),
+    setExitCode,
+  };
+  addEmulatorCommands(program, lines);
+  addDemoCommand(program, { ...lines, agentLog: io.stderr });
   return program;
 }
 
