@@ -26,6 +26,7 @@ import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
 import { IdSets, type DedupStore } from './store.ts';
+import { syncDirectory } from '../sync-directory.ts';
 
 export const DEDUP_FILE = 'dedup.log';
 const HEADER = JSON.stringify({ format: 'keptn-distributor dedup log', version: 1 });
@@ -309,19 +310,6 @@ export class FileDedupStore implements DedupStore {
       }
     }
     return undefined;
-  }
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  // Makes the rename itself durable. Not possible on every platform (Windows): best effort.
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(dir, 'r');
-    await handle.sync();
-  } catch {
-    // the rename is still atomic; only its durability across a power loss is not guaranteed
-  } finally {
-    await handle?.close().catch(() => undefined);
   }
 }
 

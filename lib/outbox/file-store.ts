@@ -23,6 +23,7 @@ import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Logger } from '../log.ts';
 import type { OutboxStore, StoredEvent } from './store.ts';
+import { syncDirectory } from '../sync-directory.ts';
 
 export const JOURNAL_FILE = 'outbox.log';
 
@@ -214,15 +215,3 @@ function parseLine(line: string): JournalRecord | undefined {
   return undefined;
 }
 
-/** Makes a rename durable. Some platforms cannot open a directory; there the rename is as durable as it gets. */
-async function syncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(dir, 'r');
-    await handle.sync();
-  } catch {
-    // Not supported here (e.g. Windows): nothing more can be done.
-  } finally {
-    await handle?.close();
-  }
-}
