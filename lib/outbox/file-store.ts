@@ -36,6 +36,8 @@ export interface FileStoreOptions {
 }
 
 interface Waiter {
+  /** The event whose `add` line it waits for. */
+  readonly seq: number;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -53,6 +55,12 @@ export class FileStore implements OutboxStore {
   #flushing: Promise<void> | undefined;
   #writing = false;
   #doneSinceCompaction = 0;
+  /**
+   * A write failed: the journal may end in a fragment of a line, and what it
+   * lacks is unknown. Nothing more is appended until it has been rewritten
+   * whole from the live events.
+   */
+  #rewriteNeeded = false;
   #opened = false;
   #closed = false;
 
@@ -97,7 +105,7 @@ export class FileStore implements OutboxStore {
     if (this.#closed || !this.#opened) return Promise.reject(new Error('the outbox journal is closed'));
     this.#live.set(event.seq, event);
     this.#lines.push(addLine(event));
-    const written = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    const written = new Promise<void>((resolve, reject) => this.#waiters.push({ seq: event.seq, resolve, reject }));
     this.#flushSoon();
     return written;
   }
@@ -113,7 +121,7 @@ export class FileStore implements OutboxStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#flushing;
-    if (this.#lines.length > 0) await this.#flush();
+    if (this.#lines.length > 0 || this.#rewriteNeeded) await this.#flush();
     await this.#handle?.close();
     this.#handle = undefined;
   }
@@ -127,7 +135,11 @@ export class FileStore implements OutboxStore {
   /** Writes every pending line, one write and one sync per batch, until nothing is pending. */
   async #flush(): Promise<void> {
     try {
-      while (this.#lines.length > 0) {
+      while (this.#lines.length > 0 || this.#rewriteNeeded) {
+        if (this.#rewriteNeeded) {
+          if (!(await this.#rewrite())) return;
+          continue;
+        }
         const lines = this.#lines;
         const waiters = this.#waiters;
         this.#lines = [];
@@ -139,15 +151,47 @@ export class FileStore implements OutboxStore {
           await handle.datasync();
           for (const waiter of waiters) waiter.resolve();
         } catch (error) {
-          const reason = error instanceof Error ? error : new Error(String(error));
-          this.#logger.error('cannot write the outbox journal', { file: this.location, error: reason.message });
-          for (const waiter of waiters) waiter.reject(reason);
+          this.#fail(waiters, error, 'cannot write the outbox journal');
+          this.#rewriteNeeded = true;
         }
         if (this.#doneSinceCompaction >= this.#compactAfter && this.#doneSinceCompaction >= this.#live.size) await this.#compactPending();
       }
     } finally {
       // Cleared in the same turn as the loop's last check, so an append never finds a flush that will not see it.
       this.#writing = false;
+    }
+  }
+
+  /**
+   * After a failed write: replaces the journal by the live events, which
+   * include every pending `add` and exclude every pending `done`. Returns
+   * false when that fails too; the pending events are then refused as well.
+   */
+  async #rewrite(): Promise<boolean> {
+    const waiters = this.#waiters;
+    this.#lines = [];
+    this.#waiters = [];
+    try {
+      await this.#compact();
+      this.#rewriteNeeded = false;
+      for (const waiter of waiters) waiter.resolve();
+      return true;
+    } catch (error) {
+      this.#fail(waiters, error, 'cannot rewrite the outbox journal');
+      return false;
+    }
+  }
+
+  /**
+   * Refuses the events of a batch that did not reach the disk: the relay
+   * answers 503 for them, so they must not come back from the journal later.
+   */
+  #fail(waiters: readonly Waiter[], error: unknown, what: string): void {
+    const reason = error instanceof Error ? error : new Error(String(error));
+    this.#logger.error(what, { file: this.location, error: reason.message });
+    for (const waiter of waiters) {
+      this.#live.delete(waiter.seq);
+      waiter.reject(reason);
     }
   }
 

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile, appendFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile, appendFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -105,6 +105,62 @@ describe('outbox file store (STATE_DIR journal)', () => {
     await s.open();
     await Promise.all(Array.from({ length: 200 }, (_, i) => s.append(event(i + 1))));
     expect((await journal()).split('\n').filter(Boolean)).to.have.length(200);
+  });
+
+  describe('a write that fails (disk full)', () => {
+    let restore: (() => void) | undefined;
+    afterEach(() => {
+      restore?.();
+      restore = undefined;
+    });
+
+    /** The next journal write puts the first 20 bytes on disk, then fails as a full disk does. */
+    async function failNextWrite(): Promise<void> {
+      const probe = await open(join(dir, 'probe'), 'w');
+      const prototype = Object.getPrototypeOf(probe) as { write: FileHandle['write'] };
+      await probe.close();
+      const write = prototype.write;
+      restore = () => { prototype.write = write; };
+      prototype.write = async function (this: FileHandle, data: string) {
+        restore?.();
+        await write.call(this, data.slice(0, 20));
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      } as FileHandle['write'];
+    }
+
+    it('the events of the failed batch are refused, and the next ones are not glued to its fragment', async () => {
+      const first = store();
+      await first.open();
+      await first.append(event(1));
+      await failNextWrite();
+      let refusal: unknown;
+      await first.append(event(2)).catch((error: unknown) => { refusal = error; });
+      expect((refusal as Error).message).to.match(/ENOSPC/);
+      await first.append(event(3));
+      const { events } = await store().open();
+      expect(events.map((e) => e.seq)).to.deep.equal([1, 3]);
+    });
+
+    it('an event refused with 503 does not come back from the journal after a later compaction', async () => {
+      const first = store(1);
+      await first.open();
+      await failNextWrite();
+      await first.append(event(1)).catch(() => undefined);
+      await first.append(event(2));
+      first.remove(2);
+      await first.close();
+      expect((await store().open()).events).to.deep.equal([]);
+    });
+
+    it('a done line lost with the failed batch does not bring its event back', async () => {
+      const first = store();
+      await first.open();
+      await first.append(event(1));
+      await failNextWrite();
+      first.remove(1);
+      await first.close();
+      expect((await store().open()).events).to.deep.equal([]);
+    });
   });
 
   it('refuses an append after close', async () => {
