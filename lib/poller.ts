@@ -20,8 +20,8 @@
  * a long list over and over takes the CPU the dispatches need.
  *
  * Scheduling: while any topic's poll fails, the wait between cycles doubles
- * (with jitter, at least the interval, at most a minute, longer only for a
- * `Retry-After`) and returns to the interval after a cycle without failure.
+ * (with jitter, at least the interval and at least a `Retry-After`, never
+ * more than a minute) and returns to the interval after a cycle without failure.
  * Failures are logged once per change of state, not per cycle.
  *
  * Entries that are not valid CloudEvents (spec §3: specversion, id, source,

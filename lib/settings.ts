@@ -158,7 +158,7 @@ export const SETTINGS = {
   }),
   location: setting({
     env: 'LOCATION', default: '', shownDefault: 'remote-execution-plane', parse: text,
-    doc: 'metadata.location of the registration (control-plane in NATS mode)',
+    doc: 'metadata.location of the registration',
   }),
   distributorVersion: setting({ env: 'DISTRIBUTOR_VERSION', default: '', shownDefault: 'package version', parse: text, doc: 'metadata.distributorversion of the registration' }),
   integrationVersion: setting({
@@ -169,7 +169,7 @@ export const SETTINGS = {
   k8sPodName: setting({ env: 'K8S_POD_NAME', default: '', parse: text, doc: 'kubernetesmetadata.podname of the registration' }),
   k8sNamespace: setting({ env: 'K8S_NAMESPACE', default: '', parse: text, doc: 'kubernetesmetadata.namespace of the registration (host name when empty)' }),
   k8sNodeName: setting({ env: 'K8S_NODE_NAME', default: '', parse: text, doc: 'metadata.hostname of the registration (host name when empty)' }),
-  pubsubUrl: setting({ env: 'PUBSUB_URL', default: 'nats://keptn-nats-cluster', parse: text, doc: 'NATS server URL (NATS mode only)' }),
+  pubsubUrl: setting({ env: 'PUBSUB_URL', default: 'nats://keptn-nats-cluster', parse: text, doc: 'NATS server URL; not used yet: the in-cluster NATS mode is not available' }),
   apiProxyBindAddress: setting({
     env: 'API_PROXY_BIND_ADDRESS', default: '127.0.0.1', parse: text,
     doc: 'Address the local relay/proxy port binds to; 0.0.0.0 when the recipient runs in another pod',

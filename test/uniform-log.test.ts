@@ -301,8 +301,11 @@ describe('uniform-log', () => {
 
     it('with nothing waiting, stop sends nothing', async () => {
       const { log } = fixture();
+      const post = expectLogPost();
       await log.start();
       await log.stop(AbortSignal.timeout(1_000));
+      expect(post.scope.isDone(), 'a POST to the log API').to.equal(false);
+      nock.cleanAll();
     });
   });
 

@@ -5,7 +5,7 @@
 
 /** One accepted event, as the outbox stores it. */
 export interface StoredEvent {
-  /** Position in acceptance order, unique and increasing across restarts. */
+  /** Position in acceptance order: unique among the events kept, increasing within one run. */
   readonly seq: number;
   /** When the relay accepted it (ms since the epoch): the age cap counts from here. */
   readonly acceptedAt: number;
