@@ -8,8 +8,8 @@ import type { Writable } from 'node:stream';
 import { Command, CommanderError, Option } from 'commander';
 import { startAgent } from './agent.ts';
 import { ConfigError, loadConfig, secretsOf } from './config.ts';
-import { addDemoCommand } from './demo/demo.ts';
-import { addEmulatorCommands } from './emulator/commands.ts';
+import type { addDemoCommand } from './demo/demo.ts';
+import type { addEmulatorCommands } from './emulator/commands.ts';
 import { createLogger } from './log.ts';
 import { flagOf, settingRows, type Setting } from './settings.ts';
 
@@ -37,7 +37,31 @@ export function describeSetting(row: Setting<unknown>): string {
   return `${row.doc} [env ${names}; default ${shown}]`;
 }
 
-function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
+/** The subcommands' modules: loaded only when the command line may name one (see `mayNameSubcommand`). */
+interface Subcommands {
+  readonly addEmulatorCommands: typeof addEmulatorCommands;
+  readonly addDemoCommand: typeof addDemoCommand;
+}
+
+const SUBCOMMAND_WORDS = new Set(['emulate', 'trigger', 'demo', 'help', '-h', '--help']);
+
+/**
+ * Whether the subcommand modules are needed: a subcommand's name or help is
+ * on the command line, or its first argument is a bare word (so a misspelt
+ * subcommand gets the same usage error as before). The
+ * agent itself, run with environment variables or `--flag value` options,
+ * does not load the emulator and demo code (about 8 MiB of RSS).
+ */
+export function mayNameSubcommand(argv: readonly string[]): boolean {
+  return argv.some((arg) => SUBCOMMAND_WORDS.has(arg)) || (argv[0] !== undefined && !argv[0].startsWith('-'));
+}
+
+async function loadSubcommands(): Promise<Subcommands> {
+  const [emulator, demo] = await Promise.all([import('./emulator/commands.ts'), import('./demo/demo.ts')]);
+  return { addEmulatorCommands: emulator.addEmulatorCommands, addDemoCommand: demo.addDemoCommand };
+}
+
+function buildProgram(io: CliIo, setExitCode: (code: number) => void, subcommands: Subcommands | undefined): Command {
   const program = new Command('keptn-distributor')
     .description(PACKAGE.description)
     .version(VERSION, '--version', 'print the version')
@@ -61,8 +85,8 @@ function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
     err: (line: string) => io.stderr.write(`${line}\n`),
     setExitCode,
   };
-  addEmulatorCommands(program, lines);
-  addDemoCommand(program, { ...lines, agentLog: io.stderr });
+  subcommands?.addEmulatorCommands(program, lines);
+  subcommands?.addDemoCommand(program, { ...lines, agentLog: io.stderr });
   return program;
 }
 
@@ -91,7 +115,8 @@ async function runAgent(flags: Record<string, string | boolean>, io: CliIo): Pro
 /** Runs the command line with `argv` (without node and script) and returns the exit code. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
   let exitCode = EXIT_OK;
-  const program = buildProgram(io, (code) => { exitCode = code; });
+  const subcommands = mayNameSubcommand(argv) ? await loadSubcommands() : undefined;
+  const program = buildProgram(io, (code) => { exitCode = code; }, subcommands);
   try {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (error) {

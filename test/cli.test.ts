@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
-import { EXIT_OK, EXIT_USAGE, VERSION, main } from '../lib/cli.ts';
+import { EXIT_OK, EXIT_USAGE, VERSION, main, mayNameSubcommand } from '../lib/cli.ts';
 import { settingRows, flagOf } from '../lib/settings.ts';
 
 interface Run {
@@ -64,4 +64,22 @@ describe('cli', () => {
     });
     expect(stderr).to.include('--http-polling-interval="nope"');
   });
+});
+
+describe('mayNameSubcommand', () => {
+  const cases: [string[], boolean][] = [
+    [[], false],
+    [['--keptn-api-endpoint', 'https://keptn.example'], false],
+    [['--pubsub-topic', 'sh.keptn.event.test.triggered', '--log-level', 'debug'], false],
+    [['emulate', '--port', '0'], true],
+    [['demo'], true],
+    [['--help'], true],
+    [['help', 'trigger'], true],
+    [['emulte'], true],
+  ];
+  for (const [argv, expected] of cases) {
+    it(`${expected ? 'loads' : 'does not load'} the subcommands for ${JSON.stringify(argv)}`, () => {
+      expect(mayNameSubcommand(argv)).to.equal(expected);
+    });
+  }
 });

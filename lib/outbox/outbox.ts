@@ -311,22 +311,26 @@ export class Outbox {
     lane.busy = true;
     this.#inFlight++;
     const probe = this.#gateFailures > 0;
-    const log = this.#logger.child({ eventId: entry.meta.id, type: entry.meta.type, ...(entry.meta.shkeptncontext && { keptnContext: entry.meta.shkeptncontext }) });
+    // The event's child logger, built only when a line is written: a child per delivery is a measurable cost.
+    let child: Logger | undefined;
+    const log = (): Logger => child ??= this.#logger.child({
+      eventId: entry.meta.id, type: entry.meta.type, ...(entry.meta.shkeptncontext && { keptnContext: entry.meta.shkeptncontext }),
+    });
     try {
       const result = await deliver(this.#sink, entry.json, entry.meta, {
         uncertain: entry.uncertain,
         canCheck: this.#canCheckArrival,
         signal: this.#abort.signal,
         onCheck: (check, detail) => {
-          if (check === 'found') log.info('an earlier, unanswered send of this .started event did arrive: not sending it again');
-          else if (check === 'absent') log.info('an earlier, unanswered send of this .started event did not arrive: sending it again');
-          else log.warn('cannot ask the control plane whether an earlier, unanswered send of this .started event arrived: sending it again', { reason: detail });
+          if (check === 'found') log().info('an earlier, unanswered send of this .started event did arrive: not sending it again');
+          else if (check === 'absent') log().info('an earlier, unanswered send of this .started event did not arrive: sending it again');
+          else log().warn('cannot ask the control plane whether an earlier, unanswered send of this .started event arrived: sending it again', { reason: detail });
         },
       });
       await this.#settle(lane, entry, result, probe, log);
     } catch (error) {
       // Only the dead-letter file can fail here; the event stays queued and is retried.
-      log.error('cannot record a dead letter; the event stays in the outbox', { error: error instanceof Error ? error.message : String(error) });
+      log().error('cannot record a dead letter; the event stays in the outbox', { error: error instanceof Error ? error.message : String(error) });
       this.#retryLater(lane, entry, { outcome: 'retry', cause: 'unavailable', reason: 'dead letter not written', ambiguous: false }, false);
     } finally {
       lane.busy = false;
@@ -340,16 +344,16 @@ export class Outbox {
     }
   }
 
-  async #settle(lane: Lane, entry: Entry, result: Delivery, probe: boolean, log: Logger): Promise<void> {
+  async #settle(lane: Lane, entry: Entry, result: Delivery, probe: boolean, log: () => Logger): Promise<void> {
     switch (result.outcome) {
       case 'delivered':
-        log.debug(result.alreadyThere ? 'relayed event was already at the control plane' : 'relayed event delivered');
+        if (this.#logger.isDebugEnabled()) log().debug(result.alreadyThere ? 'relayed event was already at the control plane' : 'relayed event delivered');
         this.#metrics?.relays.inc({ outcome: 'delivered' });
         this.#controlPlaneAnswered(true);
         this.#finish(lane, entry);
         return;
       case 'rejected':
-        log.error('the control plane refused a relayed event for good', { status: result.status, reason: result.reason, deadLetters: this.#deadLetters.location });
+        log().error('the control plane refused a relayed event for good', { status: result.status, reason: result.reason, deadLetters: this.#deadLetters.location });
         this.#metrics?.relays.inc({ outcome: 'failed' });
         this.#controlPlaneAnswered(false);
         await this.#deadLetters.write({
@@ -367,7 +371,7 @@ export class Outbox {
         }
         this.#failing(result, probe);
         if (this.#clock.now() - entry.acceptedAt >= this.#maxAgeMs) {
-          log.error('a relayed event could not be delivered within the age cap (OUTBOX_MAX_AGE): dead-lettered', {
+          log().error('a relayed event could not be delivered within the age cap (OUTBOX_MAX_AGE): dead-lettered', {
             reason: result.reason, attempts: entry.attempts + 1, deadLetters: this.#deadLetters.location,
           });
           this.#metrics?.relays.inc({ outcome: 'dead-lettered' });
@@ -376,7 +380,7 @@ export class Outbox {
           return;
         }
         this.#retryLater(lane, entry, result, true);
-        log.debug('delivery failed; retrying', { reason: result.reason, attempts: entry.attempts });
+        if (this.#logger.isDebugEnabled()) log().debug('delivery failed; retrying', { reason: result.reason, attempts: entry.attempts });
         return;
     }
   }

@@ -1,0 +1,257 @@
+/**
+ * `npm run bench`: the real agent (its own process) against the in-process
+ * emulator and a recipient, all on 127.0.0.1, side by side with the limit of
+ * the same work done bare. Prints a Markdown table of medians.
+ *
+ *   (a) dispatch: 10,000 open triggered events → recipient, vs a bare node:http loop
+ *   (b) relay: 5,000 .finished events posted at concurrency 32 → control plane, vs posting directly
+ *   (c) footprint: idle-polling 5 topics × 200 open events for 10 s
+ *
+ * Options: --runs N (default 3); --only dispatch|relay|idle (one part, e.g.
+ * while profiling with BENCH_AGENT_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=DIR').
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { cpus, totalmem } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
+import { startEmulator, type Emulator } from '../lib/emulator/server.ts';
+import { PAGE_SIZE } from '../lib/poller.ts';
+import { startAgentProcess } from './agent-process.ts';
+import { startCountingRecipient } from './counting-recipient.ts';
+import { processStats } from './process-stats.ts';
+
+const DISPATCH_EVENTS = 10_000;
+const RELAY_EVENTS = 5_000;
+const RELAY_CONCURRENCY = 32;
+const IDLE_TOPICS = 5;
+const IDLE_EVENTS_PER_TOPIC = 200;
+const IDLE_SECONDS = 10;
+const DISPATCH_CONCURRENCY = 16;
+const TYPE = 'sh.keptn.event.bench.triggered';
+
+function option(name: string): string | undefined {
+  const at = process.argv.indexOf(name);
+  return at < 0 ? undefined : process.argv[at + 1];
+}
+const runs = Number(option('--runs') ?? 3) || 3;
+const only = option('--only');
+if (only !== undefined && !['dispatch', 'relay', 'idle'].includes(only)) throw new Error(`--only ${only}: expected dispatch, relay or idle`);
+const part = (name: string): boolean => only === undefined || only === name;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function openEvents(emulator: Emulator, type: string, count: number): void {
+  for (let i = 0; i < count; i++) {
+    emulator.trigger({ type, project: 'bench', stage: 'dev', service: `svc-${i % 10}`, data: { index: i } });
+  }
+}
+
+/** The time of the emulator's first poll request from now on. */
+function firstPoll(emulator: Emulator): Promise<number> {
+  return new Promise((resolve) => {
+    const onRequest = (answered: { key: string | undefined }): void => {
+      if (answered.key !== 'poll') return;
+      emulator.off('request', onRequest);
+      resolve(performance.now());
+    };
+    emulator.on('request', onRequest);
+  });
+}
+
+/** Waits for `n` more poll requests. */
+async function polls(emulator: Emulator, n: number): Promise<void> {
+  for (let seen = 0; seen < n;) {
+    const [answered] = await once(emulator, 'request') as [{ key: string | undefined }];
+    if (answered.key === 'poll') seen += 1;
+  }
+}
+
+interface DispatchRun { eventsPerSecond: number; duplicates: number; peakRssMiB?: number; cpuSeconds?: number }
+
+async function dispatchRun(runner: 'agent' | 'bare'): Promise<DispatchRun> {
+  const emulator = await startEmulator({ port: 0 });
+  const recipient = await startCountingRecipient();
+  openEvents(emulator, TYPE, DISPATCH_EVENTS);
+  const start = firstPoll(emulator);
+  const recipientUrl = new URL(recipient.url);
+  try {
+    if (runner === 'bare') {
+      const child = spawn(process.execPath, ['--import', 'tsx', new URL('./bare-dispatch.ts', import.meta.url).pathname,
+        `${emulator.url}/controlPlane/v1/event/triggered/${TYPE}`, recipient.url, String(PAGE_SIZE), String(DISPATCH_CONCURRENCY)], { stdio: 'inherit' });
+      const done = await recipient.received(DISPATCH_EVENTS);
+      await once(child, 'exit');
+      return { eventsPerSecond: DISPATCH_EVENTS / ((done - await start) / 1_000), duplicates: recipient.duplicates };
+    }
+    const agent = await startAgentProcess({
+      KEPTN_API_ENDPOINT: emulator.url, PUBSUB_TOPIC: TYPE, HTTP_POLLING_INTERVAL: '1',
+      PUBSUB_RECIPIENT: `http://${recipientUrl.hostname}`, PUBSUB_RECIPIENT_PORT: recipientUrl.port,
+      MAX_CONCURRENT_DISPATCHES: String(DISPATCH_CONCURRENCY),
+    }, { relayPort: await freePort() });
+    const done = await recipient.received(DISPATCH_EVENTS);
+    const elapsed = (done - await start) / 1_000;
+    // Two more complete polls list all 10,000 again: none may be dispatched twice.
+    await polls(emulator, 2 * Math.ceil(DISPATCH_EVENTS / PAGE_SIZE));
+    const stats = processStats(agent.pid);
+    await agent.stop();
+    return { eventsPerSecond: DISPATCH_EVENTS / elapsed, duplicates: recipient.duplicates, peakRssMiB: stats.peakRssMiB, cpuSeconds: stats.cpuSeconds };
+  } finally {
+    await recipient.close();
+    await emulator.close();
+  }
+}
+
+interface RelayRun { eventsPerSecond: number; p50Ms: number; p99Ms: number; lost: number }
+
+/** Posts `.finished` events at a fixed concurrency; latency = post start → the control plane has it. */
+async function relayRun(target: 'agent' | 'direct'): Promise<RelayRun> {
+  const emulator = await startEmulator({ port: 0 });
+  const sentAt = new Map<string, number>();
+  const latencies: number[] = [];
+  let last = 0;
+  emulator.on('event', (received) => {
+    const t0 = sentAt.get(String(received.event.id));
+    if (t0 === undefined) return;
+    last = performance.now();
+    latencies.push(last - t0);
+  });
+  const relayPort = await freePort();
+  const agent = target === 'agent'
+    ? await startAgentProcess({ KEPTN_API_ENDPOINT: emulator.url, PUBSUB_TOPIC: TYPE, HTTP_POLLING_INTERVAL: '10' }, { relayPort })
+    : undefined;
+  const url = new URL(agent ? `${agent.relayUrl}/event` : `${emulator.url}/v1/event`);
+  const httpAgent = new Agent({ keepAlive: true, maxSockets: RELAY_CONCURRENCY });
+  const post = (body: string): Promise<number> => new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', agent: httpAgent, headers: { 'content-type': 'application/cloudevents+json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  try {
+    const first = performance.now();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < RELAY_EVENTS) {
+        const i = next++;
+        const id = `relay-${i}`;
+        const body = JSON.stringify({
+          specversion: '1.0', id, source: 'bench', type: 'sh.keptn.event.bench.finished', time: new Date().toISOString(),
+          shkeptncontext: `ctx-${i}`, triggeredid: `triggered-${i}`,
+          data: { project: 'bench', stage: 'dev', service: 'svc', status: 'succeeded', result: 'pass' },
+        });
+        sentAt.set(id, performance.now());
+        const status = await post(body);
+        if (status >= 300) throw new Error(`${target}: answered ${status}`);
+      }
+    };
+    await Promise.all(Array.from({ length: RELAY_CONCURRENCY }, worker));
+    await emulator.waitFor(() => latencies.length >= RELAY_EVENTS, { timeout: 60_000, what: 'every relayed event' });
+    latencies.sort((a, b) => a - b);
+    const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+    return { eventsPerSecond: RELAY_EVENTS / ((last - first) / 1_000), p50Ms: at(0.5), p99Ms: at(0.99), lost: RELAY_EVENTS - latencies.length };
+  } finally {
+    httpAgent.destroy();
+    await agent?.stop();
+    await emulator.close();
+  }
+}
+
+interface IdleRun { cpuPercent: number; peakRssMiB: number }
+
+async function idleRun(): Promise<IdleRun> {
+  const emulator = await startEmulator({ port: 0 });
+  const recipient = await startCountingRecipient();
+  const topics = Array.from({ length: IDLE_TOPICS }, (_, i) => `sh.keptn.event.idle${i}.triggered`);
+  for (const topic of topics) openEvents(emulator, topic, IDLE_EVENTS_PER_TOPIC);
+  const recipientUrl = new URL(recipient.url);
+  const agent = await startAgentProcess({
+    KEPTN_API_ENDPOINT: emulator.url, PUBSUB_TOPIC: topics.join(','),
+    PUBSUB_RECIPIENT: `http://${recipientUrl.hostname}`, PUBSUB_RECIPIENT_PORT: recipientUrl.port,
+  }, { relayPort: await freePort() });
+  try {
+    await recipient.received(IDLE_TOPICS * IDLE_EVENTS_PER_TOPIC);
+    // Measured from the next cycle on, when every listed event is known: the start-up and
+    // the first dispatches are not idling. One page per topic.
+    await polls(emulator, IDLE_TOPICS);
+    const before = processStats(agent.pid);
+    await delay(IDLE_SECONDS * 1_000);
+    const after = processStats(agent.pid);
+    return { cpuPercent: ((after.cpuSeconds - before.cpuSeconds) / IDLE_SECONDS) * 100, peakRssMiB: after.peakRssMiB };
+  } finally {
+    await agent.stop();
+    await recipient.close();
+    await emulator.close();
+  }
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+async function repeat<T>(label: string, run: () => Promise<T>): Promise<T[]> {
+  const results: T[] = [];
+  for (let i = 1; i <= runs; i++) {
+    process.stderr.write(`${label}: run ${i}/${runs}\n`);
+    results.push(await run());
+  }
+  return results;
+}
+
+const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+const agentDispatch = part('dispatch') ? await repeat('dispatch (agent)', () => dispatchRun('agent')) : [];
+const bareDispatch = part('dispatch') ? await repeat('dispatch (bare loop)', () => dispatchRun('bare')) : [];
+const agentRelay = part('relay') ? await repeat('relay (agent)', () => relayRun('agent')) : [];
+const directRelay = part('relay') ? await repeat('relay (direct)', () => relayRun('direct')) : [];
+const idle = part('idle') ? await repeat('idle', idleRun) : [];
+
+const m = <T>(items: T[], pick: (item: T) => number): number => median(items.map(pick));
+const rows: string[][] = [];
+if (part('dispatch')) {
+  const dispatchAgent = m(agentDispatch, (r) => r.eventsPerSecond);
+  const dispatchBare = m(bareDispatch, (r) => r.eventsPerSecond);
+  rows.push(
+    ['(a) dispatch 10,000 events', `${fmt(dispatchAgent)} events/s`, `${fmt(dispatchBare)} events/s (bare loop)`, `${fmt(dispatchAgent / dispatchBare, 2)} (target ≥ 0.9)`],
+    ['(a) duplicates dispatched', fmt(Math.max(...agentDispatch.map((r) => r.duplicates))), '', 'must be 0'],
+  );
+}
+if (part('relay')) {
+  const relayAgent = m(agentRelay, (r) => r.eventsPerSecond);
+  const relayDirect = m(directRelay, (r) => r.eventsPerSecond);
+  rows.push(
+    ['(b) relay 5,000 events, concurrency 32', `${fmt(relayAgent)} events/s`, `${fmt(relayDirect)} events/s (direct)`, fmt(relayAgent / relayDirect, 2)],
+    ['(b) p50 post → control plane', `${fmt(m(agentRelay, (r) => r.p50Ms), 2)} ms`, `${fmt(m(directRelay, (r) => r.p50Ms), 2)} ms`,
+      `+${fmt(m(agentRelay, (r) => r.p50Ms) - m(directRelay, (r) => r.p50Ms), 2)} ms`],
+    ['(b) p99 post → control plane', `${fmt(m(agentRelay, (r) => r.p99Ms), 2)} ms`, `${fmt(m(directRelay, (r) => r.p99Ms), 2)} ms`,
+      `+${fmt(m(agentRelay, (r) => r.p99Ms) - m(directRelay, (r) => r.p99Ms), 2)} ms (target < 2 ms)`],
+    ['(b) events lost', fmt(Math.max(...agentRelay.map((r) => r.lost))), '', 'must be 0'],
+  );
+}
+if (part('idle')) {
+  rows.push(
+    ['(c) idle CPU, 5 topics × 200 events, 10 s', `${fmt(m(idle, (r) => r.cpuPercent), 2)} % of a core`, '', 'target < 0.5 %'],
+    ['(c) peak RSS idle', `${fmt(m(idle, (r) => r.peakRssMiB), 1)} MiB`, '', 'target < 60 MiB'],
+  );
+}
+if (part('dispatch')) {
+  rows.push(
+    ['(c) peak RSS during (a)', `${fmt(m(agentDispatch, (r) => r.peakRssMiB ?? NaN), 1)} MiB`, '', 'target < 80 MiB'],
+    ['(c) CPU during (a)', `${fmt(m(agentDispatch, (r) => r.cpuSeconds ?? NaN), 2)} s`, '', ''],
+  );
+}
+
+console.log(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${fmt(totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}; median of ${runs} runs; ${new Date().toISOString().slice(0, 10)}\n`);
+console.log('| measure | agent | limit | agent/limit |');
+console.log('|---|---|---|---|');
+for (const row of rows) console.log(`| ${row.join(' | ')} |`);
