@@ -8,7 +8,7 @@ import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { Readiness } from './readiness.ts';
 import { HealthServer } from './health.ts';
-import { KeptnApi, keptnApiOptions } from './keptn-api.ts';
+import { KEPTN_API_TIMEOUT_MS, KeptnApi, keptnApiOptions } from './keptn-api.ts';
 import { Registration, integrationOf } from './registration.ts';
 import { UniformLog } from './uniform-log.ts';
 import { Poller } from './poller.ts';
@@ -18,7 +18,8 @@ import { FileDedupStore } from './dedup/file.ts';
 import { filterFromConfig } from './filters.ts';
 import { LocalServer } from './server.ts';
 import { ApiProxy } from './proxy.ts';
-import { Outbox } from './outbox/outbox.ts';
+import { OUTBOX_CONCURRENCY, Outbox } from './outbox/outbox.ts';
+import { ForwardingSink } from './outbox/forwarding-sink.ts';
 import { MemoryStore } from './outbox/memory-store.ts';
 import { FileStore } from './outbox/file-store.ts';
 import { FileDeadLetters, LogDeadLetters } from './outbox/dead-letter.ts';
@@ -94,8 +95,12 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   // — local server: event relay, outbox, API proxy (issue 5)
   // Stops after the pipeline: relays still arriving for in-flight dispatches are taken until then.
   const outboxLogger = logger.child({ component: 'outbox' });
+  const forwardingSink = new ForwardingSink({
+    url: config.forwardingUrl, token: config.keptnApiToken, sslVerify: config.httpSslVerify,
+    timeoutMs: KEPTN_API_TIMEOUT_MS, maxSockets: OUTBOX_CONCURRENCY, datastore: keptnApi,
+  });
   const outbox = new Outbox({
-    sink: keptnApi,
+    sink: forwardingSink,
     store: config.stateDir === '' ? new MemoryStore() : new FileStore({ dir: config.stateDir, logger: outboxLogger }),
     deadLetters: config.stateDir === '' ? new LogDeadLetters(outboxLogger) : new FileDeadLetters(config.stateDir),
     logger, metrics, readiness,
@@ -119,7 +124,10 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
       await localServer.start();
       if (localServer.port !== undefined) addresses.proxyPort = localServer.port;
     },
-    stop: (deadline) => localServer.stop(deadline),
+    stop: async (deadline) => {
+      await localServer.stop(deadline);
+      forwardingSink.close();
+    },
   });
 
   // — pipeline: poller, dedup, dispatcher (issue 4)

@@ -19,7 +19,7 @@
  *
  * The body is the event's JSON exactly as polled (all attributes, unknown
  * extensions, `time` as written, `data`): the `cloudevents` SDK would invent
- * or reformat attributes, so only its constants are used here.
+ * or reformat attributes, so it is not used here.
  *
  * The POST uses `node:http` with a keep-alive agent, not `got`: measured
  * against a trivial recipient, got reaches about a third of the throughput
@@ -30,9 +30,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { setTimeout as sleepFor } from 'node:timers/promises';
-import { CONSTANTS } from 'cloudevents';
 import PQueue from 'p-queue';
-import type { KeptnCloudEvent } from './cloudevents.ts';
+import { CLOUDEVENTS_JSON, type KeptnCloudEvent } from './cloudevents.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -228,7 +227,7 @@ export class Dispatcher {
       const request = (recipientUrl.protocol === 'https:' ? https : http).request({
         ...this.#requestOptions,
         // Not the Keptn client's headers: the recipient never gets the token.
-        headers: { 'content-type': CONSTANTS.MIME_CE_JSON, 'content-length': Buffer.byteLength(body) },
+        headers: { 'content-type': CLOUDEVENTS_JSON, 'content-length': Buffer.byteLength(body) },
       });
       const settle = (attempt: Attempt): void => {
         if (settled) return;

@@ -71,7 +71,10 @@ export interface KeptnApiOptions {
 }
 
 /** Options for the API client from the configuration. */
-export function keptnApiOptions(config: Config, timeoutMs = 30_000): KeptnApiOptions {
+/** Limit for one call to Keptn, as the reference's HTTP client. */
+export const KEPTN_API_TIMEOUT_MS = 30_000;
+
+export function keptnApiOptions(config: Config, timeoutMs = KEPTN_API_TIMEOUT_MS): KeptnApiOptions {
   return {
     token: config.keptnApiToken,
     sslVerify: config.httpSslVerify,
@@ -120,13 +123,6 @@ export class KeptnApi {
       nextPageKey: typeof next === 'string' && next !== '' && next !== '0' ? next : undefined,
       totalCount: typeof body.totalCount === 'number' ? body.totalCount : undefined,
     };
-  }
-
-  /** Relays one event, as the JSON text it arrived in. */
-  async postEvent(json: string, signal?: AbortSignal): Promise<void> {
-    await this.#json(this.#options.forwardingUrl, {
-      method: 'POST', body: json, signal, headers: { 'content-type': 'application/cloudevents+json' },
-    });
   }
 
   /** Registers the integration; returns the id the control plane gave it. */
@@ -198,18 +194,21 @@ export function describeFailure(error: unknown): { status?: number; code?: strin
   return { message: error instanceof Error ? error.message : String(error) };
 }
 
-/** Keptn's error body is `{code, message}`; gateways answer HTML or plain text. */
 function statusError(response: Response<string>): KeptnApiError {
-  const status = response.statusCode;
-  let message = `${status} ${response.statusMessage ?? ''}`.trim();
+  return keptnStatusError(response.statusCode, response.statusMessage, response.body, response.headers['retry-after']);
+}
+
+/** A non-2xx answer as an error: Keptn's error body is `{code, message}`; gateways answer HTML or plain text. */
+export function keptnStatusError(status: number, statusMessage: string | undefined, body: string, retryAfterHeader: string | undefined): KeptnApiError {
+  let message = `${status} ${statusMessage ?? ''}`.trim();
   try {
-    const body = JSON.parse(response.body) as unknown;
-    if (isRecord(body) && typeof body.message === 'string') message = `${status}: ${body.message}`;
+    const parsed = JSON.parse(body) as unknown;
+    if (isRecord(parsed) && typeof parsed.message === 'string') message = `${status}: ${parsed.message}`;
   } catch {
-    const text = response.body.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
+    const text = body.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
     if (text !== '') message = `${status}: ${text.slice(0, 200)}`;
   }
-  const retryAfter = Number(response.headers['retry-after']);
+  const retryAfter = Number(retryAfterHeader);
   return new KeptnApiError('status', message, {
     status,
     ...(Number.isFinite(retryAfter) && retryAfter >= 0 && { retryAfterMs: retryAfter * 1_000 }),

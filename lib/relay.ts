@@ -10,14 +10,14 @@
  * becomes the structured JSON built from its headers.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { binaryToStructured, validateCloudEvent, type KeptnCloudEvent } from './cloudevents.ts';
+import { CLOUDEVENTS_JSON, binaryToStructured, validateCloudEvent, type KeptnCloudEvent } from './cloudevents.ts';
 
 /** A relayable event and the JSON text to send, or the answer for the client. */
 export type RelayInput =
   | { readonly ok: true; readonly event: KeptnCloudEvent; readonly json: string; readonly mode: 'structured' | 'binary' }
   | { readonly ok: false; readonly status: 400 | 415; readonly message: string };
 
-const STRUCTURED = 'application/cloudevents+json';
+const STRUCTURED = CLOUDEVENTS_JSON;
 const BATCH = 'application/cloudevents-batch+json';
 
 /** Parses and validates one relay request body. `now` supplies the time filled into an event without one. */

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
+import { HTTP } from 'cloudevents';
 import type { KeptnCloudEvent } from '../lib/cloudevents.ts';
 import { Dispatcher, type DispatcherOptions, type DispatchOutcome } from '../lib/dispatcher.ts';
 import { createMetrics, type Metrics } from '../lib/metrics.ts';
@@ -73,6 +74,10 @@ describe('dispatcher', () => {
     expect(request?.body).to.equal(JSON.stringify(original));
     const body = request?.json();
     expect(body).to.deep.equal(original);
+    // The CloudEvents SDK reads it as the same event, extensions included.
+    const read = HTTP.toEvent({ headers: request!.headers, body: request!.body });
+    expect(read).to.not.be.an('array');
+    expect(read).to.include({ id: original.id, type: original.type, source: original.source, triggeredid: original.triggeredid, myextension: 'kept' });
     expect(body).to.include({
       time: '2021-05-13T07:46:09.546123456+02:00',
       shkeptncontext: '138f7bf1-f027-42c4-b705-9033b5f5871e',

@@ -126,16 +126,6 @@ describe('keptn-api', () => {
     });
   });
 
-  describe('postEvent', () => {
-    it('POSTs the JSON as given to <endpoint>/v1/event with x-token and the CloudEvents content type', async () => {
-      const json = '{"specversion":"1.0","id":"1","type":"t","source":"s","data":{}}';
-      nock(ENDPOINT, { reqheaders: { 'x-token': TOKEN, 'content-type': 'application/cloudevents+json' } })
-        .post('/api/v1/event', (body: unknown) => JSON.stringify(body) === json)
-        .reply(200, { keptnContext: 'ctx' });
-      await api().postEvent(json);
-    });
-  });
-
   describe('registration and logs', () => {
     it('register returns the id', async () => {
       nock(ENDPOINT, { reqheaders: { 'x-token': TOKEN } })
