@@ -14,7 +14,11 @@
  *   kept, so a later poll does not hammer the recipient with it.
  * - `failed`: every attempt surely failed (connection refused or reset before
  *   the request went out, DNS, 5xx, 408, 429). The id is released and a later
- *   poll dispatches the event again.
+ *   poll dispatches the event again. A reset on a reused keep-alive connection
+ *   before any answer counts as not sent too: it is how a connection the
+ *   recipient closed while idle, just as it was reused, fails (Node's
+ *   `request.reusedSocket` advice); without the retry such an event was lost.
+ *   A reset on a fresh connection stays a `timeout`.
  * - `cancelled`: never sent (shutdown, or `beforeSend` refused). Released too.
  *
  * The body is the event's JSON exactly as polled (all attributes, unknown
@@ -252,7 +256,12 @@ export class Dispatcher {
       request.on('error', (error: NodeJS.ErrnoException) => {
         if (this.#cut) return settle({ kind: 'stopped', sent });
         const code = error.code ?? error.message;
-        settle(sent ? { kind: 'timeout', reason: `sent, then ${code} before an answer` } : { kind: 'retry', reason: `not sent: ${code}` });
+        if (!sent) return settle({ kind: 'retry', reason: `not sent: ${code}` });
+        // A pooled connection the recipient closed as it was reused: the request never reached it.
+        if (request.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) {
+          return settle({ kind: 'retry', reason: `${code} on a reused keep-alive connection before an answer` });
+        }
+        settle({ kind: 'timeout', reason: `sent, then ${code} before an answer` });
       });
       request.end(body);
     });
