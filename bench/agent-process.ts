@@ -15,10 +15,10 @@ export interface AgentProcess {
 
 const BIN = new URL('../bin/keptn-distributor.js', import.meta.url).pathname;
 
-export async function startAgentProcess(env: Record<string, string>, { relayPort }: { relayPort: number }): Promise<AgentProcess> {
+export async function startAgentProcess(env: Record<string, string>, { relayPort, nodeArgs = [] }: { relayPort: number; nodeArgs?: readonly string[] }): Promise<AgentProcess> {
   // For profiling the agent alone: BENCH_AGENT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' (node refuses these in NODE_OPTIONS).
-  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== '');
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, BIN], {
+  const extraArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== '');
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, ...extraArgs, BIN], {
     env: {
       PATH: process.env.PATH ?? '',
       LOG_LEVEL: 'warn', DISABLE_REGISTRATION: 'true', HEALTH_ENDPOINT_PORT: '0', API_PROXY_PORT: String(relayPort), ...env },

@@ -1,8 +1,9 @@
 import { createServer } from 'node:net';
 import { expect } from 'chai';
 import nock from 'nock';
-import { KeptnApi, KeptnApiError, describeFailure, keptnApiOptions } from '../lib/keptn-api.ts';
+import { KeptnApi, describeFailure, keptnApiOptions } from '../lib/keptn-api.ts';
 import { loadConfig } from '../lib/config.ts';
+import { keptnApiFailure } from './helpers/keptn-api-failure.ts';
 
 const ENDPOINT = 'https://keptn.example.com';
 const TOKEN = 'api-token-123';
@@ -21,16 +22,6 @@ async function closedPort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise((resolve) => server.close(resolve));
   return port;
-}
-
-async function failure(promise: Promise<unknown>): Promise<KeptnApiError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(KeptnApiError);
-    return error as KeptnApiError;
-  }
-  throw new Error('expected a KeptnApiError');
 }
 
 describe('keptn-api', () => {
@@ -68,36 +59,36 @@ describe('keptn-api', () => {
 
     it('turns Keptn’s {code, message} error body into the message, with the status', async () => {
       nock(ENDPOINT).get(POLL_PATH).reply(500, { code: 500, message: 'no matching event found' });
-      const error = await failure(api().triggeredEventsPage(TYPE));
+      const error = await keptnApiFailure(api().triggeredEventsPage(TYPE));
       expect(error.toJSON()).to.deep.equal({ status: 500, message: '500: no matching event found' });
       expect(error.kind).to.equal('status');
     });
 
     it('a JSON error body without message (the reference panicked, D8)', async () => {
       nock(ENDPOINT).get(POLL_PATH).reply(502, { error: 'bad gateway' });
-      const error = await failure(api().triggeredEventsPage(TYPE));
+      const error = await keptnApiFailure(api().triggeredEventsPage(TYPE));
       expect(error.status).to.equal(502);
     });
 
     it('an HTML error page from the gateway becomes short text', async () => {
       nock(ENDPOINT).get(POLL_PATH).reply(401, '<html><head><title>401 Authorization Required</title></head><body><h1>401</h1></body></html>');
-      const error = await failure(api().triggeredEventsPage(TYPE));
+      const error = await keptnApiFailure(api().triggeredEventsPage(TYPE));
       expect(error.message).to.equal('401: 401 Authorization Required 401');
     });
 
     it('a 200 without an events list is an error, not an empty list', async () => {
       nock(ENDPOINT).get(POLL_PATH).reply(200, { something: 'else' });
-      expect((await failure(api().triggeredEventsPage(TYPE))).message).to.match(/without an "events" list/);
+      expect((await keptnApiFailure(api().triggeredEventsPage(TYPE))).message).to.match(/without an "events" list/);
     });
 
     it('Retry-After is kept', async () => {
       nock(ENDPOINT).get(POLL_PATH).reply(429, 'slow down', { 'retry-after': '3' });
-      expect((await failure(api().triggeredEventsPage(TYPE))).retryAfterMs).to.equal(3_000);
+      expect((await keptnApiFailure(api().triggeredEventsPage(TYPE))).retryAfterMs).to.equal(3_000);
     });
 
     it('a refused connection sent nothing: "unreachable", and the error carries no request options', async () => {
       const port = await closedPort();
-      const error = await failure(api({ KEPTN_API_ENDPOINT: `http://127.0.0.1:${port}/api` }).triggeredEventsPage(TYPE));
+      const error = await keptnApiFailure(api({ KEPTN_API_ENDPOINT: `http://127.0.0.1:${port}/api` }).triggeredEventsPage(TYPE));
       expect(error.kind).to.equal('unreachable');
       expect(error.code).to.equal('ECONNREFUSED');
       expect(JSON.stringify(error)).not.to.include(TOKEN);
@@ -106,7 +97,7 @@ describe('keptn-api', () => {
 
     it('a timeout is an error with code ETIMEDOUT', async () => {
       nock(ENDPOINT).get(POLL_PATH).delay(3_000).reply(200, { events: [] });
-      const error = await failure(api().triggeredEventsPage(TYPE));
+      const error = await keptnApiFailure(api().triggeredEventsPage(TYPE));
       expect(error.code).to.equal('ETIMEDOUT');
     });
 
@@ -136,7 +127,7 @@ describe('keptn-api', () => {
 
     it('an empty 2xx answer to register is an error (as the reference)', async () => {
       nock(ENDPOINT).post('/api/controlPlane/v1/uniform/registration').reply(200, '');
-      await failure(api().register({ name: 'svc' }));
+      await keptnApiFailure(api().register({ name: 'svc' }));
     });
 
     it('unregister DELETEs the id', async () => {
@@ -160,7 +151,7 @@ describe('keptn-api', () => {
   describe('describeFailure', () => {
     it('keeps a KeptnApiError’s safe summary and only the message of anything else', async () => {
       nock(ENDPOINT).post('/api/controlPlane/v1/log').reply(503, { code: 503, message: 'down' });
-      const error = await failure(api().postLogs([]));
+      const error = await keptnApiFailure(api().postLogs([]));
       expect(describeFailure(error)).to.deep.equal({ status: 503, message: '503: down' });
       const other = Object.assign(new Error('boom'), { options: { headers: { 'x-token': TOKEN } } });
       expect(describeFailure(other)).to.deep.equal({ message: 'boom' });

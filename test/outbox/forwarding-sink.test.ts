@@ -1,8 +1,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { expect } from 'chai';
-import { KeptnApiError } from '../../lib/keptn-api.ts';
 import { ForwardingSink } from '../../lib/outbox/forwarding-sink.ts';
+import { keptnApiFailure } from '../helpers/keptn-api-failure.ts';
 
 const TOKEN = 'api-token-123';
 const JSON_TEXT = '{"specversion":"1.0","id":"1","type":"sh.keptn.event.test.finished","source":"s","data":{"z":1,"a":2}}';
@@ -35,16 +35,6 @@ function sink(url: URL, timeoutMs = 2_000): ForwardingSink {
     url, token: TOKEN, sslVerify: true, timeoutMs, maxSockets: 4,
     datastore: { eventsByContext: (context, type) => Promise.resolve([{ context, type }]) },
   });
-}
-
-async function failure(promise: Promise<unknown>): Promise<KeptnApiError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(KeptnApiError);
-    return error as KeptnApiError;
-  }
-  throw new Error('expected a KeptnApiError');
 }
 
 describe('outbox/forwarding-sink', () => {
@@ -80,7 +70,7 @@ describe('outbox/forwarding-sink', () => {
     const { sink: forwarding } = await started((response) => {
       response.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7' }).end('{"code":429,"message":"slow down"}');
     });
-    const error = await failure(forwarding.postEvent(JSON_TEXT));
+    const error = await keptnApiFailure(forwarding.postEvent(JSON_TEXT));
     expect(error.toJSON()).to.deep.equal({ status: 429, message: '429: slow down' });
     expect(error.kind).to.equal('status');
     expect(error.retryAfterMs).to.equal(7_000);
@@ -88,14 +78,14 @@ describe('outbox/forwarding-sink', () => {
 
   it('a redirect is not followed: a status error', async () => {
     const { received, sink: forwarding } = await started((response) => response.writeHead(301, { location: '/elsewhere' }).end());
-    const error = await failure(forwarding.postEvent(JSON_TEXT));
+    const error = await keptnApiFailure(forwarding.postEvent(JSON_TEXT));
     expect(error.status).to.equal(301);
     expect(received).to.have.length(1);
   });
 
   it('an HTML error page from a gateway becomes short text', async () => {
     const { sink: forwarding } = await started((response) => response.writeHead(502).end('<html><body><h1>502 Bad Gateway</h1></body></html>'));
-    expect((await failure(forwarding.postEvent(JSON_TEXT))).message).to.equal('502: 502 Bad Gateway');
+    expect((await keptnApiFailure(forwarding.postEvent(JSON_TEXT))).message).to.equal('502: 502 Bad Gateway');
   });
 
   it('a refused connection sent nothing: "unreachable"', async () => {
@@ -105,7 +95,7 @@ describe('outbox/forwarding-sink', () => {
     await new Promise((resolve) => probe.close(resolve));
     const forwarding = sink(new URL(`http://127.0.0.1:${port}/v1/event`));
     closers.push(() => { forwarding.close(); });
-    const error = await failure(forwarding.postEvent(JSON_TEXT));
+    const error = await keptnApiFailure(forwarding.postEvent(JSON_TEXT));
     expect(error).to.include({ kind: 'unreachable', code: 'ECONNREFUSED' });
   });
 
@@ -113,7 +103,7 @@ describe('outbox/forwarding-sink', () => {
     const control = await server(() => undefined);
     const forwarding = sink(control.url, 100);
     closers.push(() => control.close(), () => { forwarding.close(); });
-    const error = await failure(forwarding.postEvent(JSON_TEXT));
+    const error = await keptnApiFailure(forwarding.postEvent(JSON_TEXT));
     expect(error).to.include({ kind: 'ambiguous', code: 'ETIMEDOUT' });
     expect(control.received).to.have.length(1);
   });
@@ -128,17 +118,17 @@ describe('outbox/forwarding-sink', () => {
     const { port } = cutter.address() as { port: number };
     const forwarding = sink(new URL(`http://127.0.0.1:${port}/v1/event`));
     closers.push(() => new Promise<void>((resolve) => { for (const socket of sockets) socket.destroy(); cutter.close(() => resolve()); }), () => { forwarding.close(); });
-    expect((await failure(forwarding.postEvent(JSON_TEXT))).kind).to.equal('ambiguous');
+    expect((await keptnApiFailure(forwarding.postEvent(JSON_TEXT))).kind).to.equal('ambiguous');
   });
 
   it('an aborted send rejects; aborted before it starts, nothing is sent', async () => {
     const { received, sink: forwarding } = await started(() => undefined);
     const controller = new AbortController();
     const pending = forwarding.postEvent(JSON_TEXT, controller.signal);
-    const error = failure(pending);
+    const error = keptnApiFailure(pending);
     setImmediate(() => controller.abort());
     expect((await error).code).to.equal('ABORT_ERR');
-    const before = await failure(forwarding.postEvent(JSON_TEXT, AbortSignal.abort()));
+    const before = await keptnApiFailure(forwarding.postEvent(JSON_TEXT, AbortSignal.abort()));
     expect(before).to.include({ kind: 'unreachable', code: 'ABORT_ERR' });
     expect(received.length).to.be.at.most(1);
   });
