@@ -18,7 +18,9 @@
  *   before any answer counts as not sent too: it is how a connection the
  *   recipient closed while idle, just as it was reused, fails (Node's
  *   `request.reusedSocket` advice); without the retry such an event was lost.
- *   A reset on a fresh connection stays a `timeout`.
+ *   The price: a recipient that read the whole request on a reused connection
+ *   and then crashed gets it again, which is far rarer than that race. A
+ *   reset on a fresh connection stays a `timeout`.
  * - `cancelled`: never sent (shutdown, or `beforeSend` refused). Released too.
  *
  * The body is the event's JSON exactly as polled (all attributes, unknown

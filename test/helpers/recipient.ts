@@ -2,7 +2,9 @@
  * A real recipient (Keptn-service stand-in) on 127.0.0.1: records every
  * request (method, path, headers, raw body) and answers 200, unless told to
  * fail (status N for the next K requests), to reset (drop the connection
- * after reading the next K requests, without answering), to hang (hold
+ * after reading the next K requests, without answering), to drop (close the
+ * connection of the next K requests as they arrive, unread and unrecorded:
+ * a server closing an idle keep-alive connection just as it is reused), to hang (hold
  * requests unanswered until released or closed), or to be down (port closed,
  * connections refused).
  * `received(n)` waits for the n-th request without sleeping.
@@ -32,6 +34,7 @@ export class Recipient {
   #waiters: Waiter[] = [];
   #failures: Array<{ status: number; remaining: number; headers: Record<string, string> }> = [];
   #resets = 0;
+  #drops = 0;
   #hanging = false;
   #answering = 0;
   #maxAnswering = 0;
@@ -40,6 +43,11 @@ export class Recipient {
 
   private constructor() {
     this.#server = createServer((request, response) => {
+      if (this.#drops > 0) {
+        this.#drops--;
+        request.socket.destroy();
+        return;
+      }
       const chunks: Buffer[] = [];
       request.on('data', (chunk: Buffer) => chunks.push(chunk));
       request.on('end', () => {
@@ -121,6 +129,11 @@ export class Recipient {
   /** Drops the connection of the next `times` requests once they are read, without an answer. */
   reset(times: number): void {
     this.#resets += times;
+  }
+
+  /** Closes the connection of the next `times` requests as they arrive, before reading or recording them. */
+  drop(times: number): void {
+    this.#drops += times;
   }
 
   /** From now on, holds requests unanswered (until `release()` or `close()`). */
