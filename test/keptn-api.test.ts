@@ -4,6 +4,7 @@ import nock from 'nock';
 import { KeptnApi, describeFailure, keptnApiOptions } from '../lib/keptn-api.ts';
 import { loadConfig } from '../lib/config.ts';
 import { keptnApiFailure } from './helpers/keptn-api-failure.ts';
+import { useNock } from './helpers/nock-scope.ts';
 
 const ENDPOINT = 'https://keptn.example.com';
 const TOKEN = 'api-token-123';
@@ -25,16 +26,12 @@ async function closedPort(): Promise<number> {
 }
 
 describe('keptn-api', () => {
-  before(() => {
-    nock.disableNetConnect();
-    nock.enableNetConnect('127.0.0.1');
-  });
+  useNock();
   afterEach(() => {
     const done = nock.isDone();
     nock.cleanAll();
     expect(done, 'every expected request was made').to.equal(true);
   });
-  after(() => nock.enableNetConnect());
 
   describe('triggeredEventsPage', () => {
     it('GETs the polling URL with x-token, pageSize and nextPageKey', async () => {

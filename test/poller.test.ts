@@ -11,6 +11,7 @@ import { MAX_BACKOFF_MS, PAGE_SIZE, Poller, backoffMs, fetchOpenEvents, pollTime
 import { logSink, type LogSink } from './helpers/log-sink.ts';
 import { Recipient } from './helpers/recipient.ts';
 import { until } from './helpers/until.ts';
+import { useNock } from './helpers/nock-scope.ts';
 
 const ENDPOINT = 'https://keptn.example.com';
 const TOKEN = 'poll-token-456';
@@ -40,17 +41,13 @@ function page(events: unknown[], more: Partial<{ nextPageKey: string; totalCount
 }
 
 describe('poller', () => {
-  before(() => {
-    nock.disableNetConnect();
-    nock.enableNetConnect('127.0.0.1');
-  });
+  useNock();
   afterEach(() => {
     const done = nock.isDone();
     const pending = nock.pendingMocks();
     nock.cleanAll();
     expect(done, `every expected request was made (pending: ${pending.join(', ')})`).to.equal(true);
   });
-  after(() => nock.enableNetConnect());
 
   describe('fetchOpenEvents: pagination, headers, error bodies', () => {
     const fetch = (extra: Record<string, string> = {}, options: Partial<Parameters<typeof fetchOpenEvents>[2]> = {}) =>

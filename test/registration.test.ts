@@ -10,6 +10,7 @@ import {
 } from '../lib/registration.ts';
 import { logSink, type LogSink } from './helpers/log-sink.ts';
 import { until } from './helpers/until.ts';
+import { useNock } from './helpers/nock-scope.ts';
 
 const ENDPOINT = 'https://keptn.example.com';
 const TOKEN = 'registration-token';
@@ -70,10 +71,7 @@ function stateLines(logs: LogSink): string[] {
 describe('registration', () => {
   let running: Registration | undefined;
 
-  before(() => {
-    nock.disableNetConnect();
-    nock.enableNetConnect('127.0.0.1');
-  });
+  useNock();
   afterEach(async () => {
     await running?.stop(AbortSignal.timeout(1_000));
     running = undefined;
@@ -82,7 +80,6 @@ describe('registration', () => {
     nock.cleanAll();
     expect(done, `requests not made: ${pending.join(', ')}`).to.equal(true);
   });
-  after(() => nock.enableNetConnect());
 
   describe('the registration body (spec §9.2)', () => {
     it('is the 0.8.x Integration, every key present, filters as raw comma strings', () => {

@@ -9,6 +9,7 @@ import {
 } from '../lib/uniform-log.ts';
 import { logSink, type LogSink } from './helpers/log-sink.ts';
 import { until } from './helpers/until.ts';
+import { useNock } from './helpers/nock-scope.ts';
 
 const ENDPOINT = 'https://keptn.example.com';
 const TOKEN = 'log-token';
@@ -68,10 +69,7 @@ async function pendingGauge(metrics: Metrics): Promise<number | undefined> {
 describe('uniform-log', () => {
   let running: UniformLog | undefined;
 
-  before(() => {
-    nock.disableNetConnect();
-    nock.enableNetConnect('127.0.0.1');
-  });
+  useNock();
   afterEach(async () => {
     await running?.stop(AbortSignal.timeout(1_000));
     running = undefined;
@@ -80,7 +78,6 @@ describe('uniform-log', () => {
     nock.cleanAll();
     expect(done, `requests not made: ${pending.join(', ')}`).to.equal(true);
   });
-  after(() => nock.enableNetConnect());
 
   describe('reference test cases (spec §14.3)', () => {
     it('TestEventUniformLog_Start: log.error and failed .finished become entries, other events none, undecodable data an error', async () => {
