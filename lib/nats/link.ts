@@ -92,7 +92,8 @@ export class NatsLink implements Part {
       await Promise.race([closing, aborted(deadline)]);
       if (!connection.isClosed()) await connection.close();
     }
-    await this.#loop;
+    // A connection attempt under way ends within its own time limit; the deadline bounds the wait for it.
+    await Promise.race([this.#loop, aborted(deadline)]);
     this.#connection = undefined;
     this.#connected = false;
   }
@@ -129,7 +130,9 @@ export class NatsLink implements Part {
       everConnected = true;
       for (const handler of this.#connectHandlers) handler(connection);
       for (const handler of this.#upHandlers) handler();
-      void this.#watch(connection);
+      this.#watch(connection).catch((error: unknown) => {
+        logger.error('cannot follow the NATS connection status', { error: messageOf(error) });
+      });
       const error = await connection.closed();
       this.#connected = false;
       if (signal.aborted) return;
