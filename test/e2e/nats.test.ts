@@ -221,6 +221,19 @@ describe('e2e: NATS mode', function () {
     expect(seen[0]).to.deep.equal({ subject: 'sh.keptn.event.deployment.started', ...event });
   });
 
+  it('relays over HTTP instead when HTTP_EVENT_FORWARDING_ENDPOINT is set, as in 0.8.0', async () => {
+    const to = await recipient();
+    const api = await recipient();
+    const seen: Array<Record<string, unknown>> = [];
+    await collect(await client(), 'sh.keptn.>', seen);
+    const running = await agent({ PUBSUB_TOPIC: DEPLOYMENT, HTTP_EVENT_FORWARDING_ENDPOINT: `http://127.0.0.1:${api.port}/v1/event` }, to);
+    expect((await relay(running, started('over-http-1'))).status).to.equal(202);
+    await api.received(1);
+    expect(api.requests[0]!.path).to.equal('/v1/event');
+    expect(api.requests[0]!.json().id).to.equal('over-http-1');
+    expect(seen).to.deep.equal([]);
+  });
+
   it('loses nothing across a NATS server restart: relayed events wait in the outbox, subscriptions come back', async () => {
     // The agent reaches the server through a cable the test plugs in only once its own subscriber is back.
     const cable = await TcpCable.start(server.port);
