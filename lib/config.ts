@@ -205,5 +205,7 @@ export function recipientUrl(recipient: string, port: number, path: string, sour
 
 /** The values that must never appear in any output. */
 export function secretsOf(config: Config): string[] {
-  return [config.keptnApiToken].filter((secret) => secret !== '');
+  // PUBSUB_URL may carry NATS credentials: nats://user:password@host, or nats://token@host.
+  const nats = new URL(config.pubsubUrl);
+  return [config.keptnApiToken, nats.username, nats.password].filter((secret) => secret !== '');
 }

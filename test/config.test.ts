@@ -320,4 +320,9 @@ describe('config', () => {
     expect(secretsOf(load({ ...BASE, KEPTN_API_TOKEN: 's3cr3t' }))).to.deep.equal(['s3cr3t']);
     expect(secretsOf(load(BASE))).to.deep.equal([]);
   });
+
+  it('so are the credentials in PUBSUB_URL', () => {
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://distributor:n4ts-s3cret@keptn-nats:4222' }))).to.deep.equal(['distributor', 'n4ts-s3cret']);
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://t0ken@keptn-nats' }))).to.deep.equal(['t0ken']);
+  });
 });

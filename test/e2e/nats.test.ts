@@ -117,6 +117,15 @@ describe('e2e: NATS mode', function () {
     expect(to.requests[0]!.json()).to.deep.equal(event);
   });
 
+  it('never logs the credentials of PUBSUB_URL', async () => {
+    const to = await recipient();
+    const running = await agent({ PUBSUB_URL: `nats://distributor:n4ts-s3cret@127.0.0.1:${server.port}`, PUBSUB_TOPIC: DEPLOYMENT }, to);
+    await publish(await client(), triggered('with-credentials-1'));
+    await to.received(1);
+    expect(running.logs.text()).to.include('"natsUrl"');
+    expect(running.logs.text()).not.to.include('n4ts-s3cret');
+  });
+
   it('subscribes with the > wildcard: sh.keptn.> gets every Keptn subject and nothing else', async () => {
     const to = await recipient();
     await agent({ PUBSUB_TOPIC: 'sh.keptn.>', MAX_CONCURRENT_DISPATCHES: '1' }, to);
