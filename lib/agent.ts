@@ -20,6 +20,9 @@ import { LocalServer } from './server.ts';
 import { ApiProxy } from './proxy.ts';
 import { OUTBOX_CONCURRENCY, Outbox } from './outbox/outbox.ts';
 import { ForwardingSink } from './outbox/forwarding-sink.ts';
+import { NatsSink } from './outbox/nats-sink.ts';
+import { NatsLink } from './nats/link.ts';
+import { NatsReceiver } from './nats/receiver.ts';
 import { MemoryStore } from './outbox/memory-store.ts';
 import { FileStore } from './outbox/file-store.ts';
 import { FileDeadLetters, LogDeadLetters } from './outbox/dead-letter.ts';
@@ -70,7 +73,7 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   const keptnApi = new KeptnApi(keptnApiOptions(config));
   let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
   if (config.controlPlaneUrl === undefined) {
-    logger.warn('registration and error-log forwarding are off: they need KEPTN_API_ENDPOINT');
+    logger.warn('registration and error-log forwarding are off: they need KEPTN_API_ENDPOINT (or NATS mode)');
   } else {
     const registration = config.disableRegistration ? undefined : new Registration({
       api: keptnApi,
@@ -92,29 +95,42 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     errorLogs = uniformLog;
   }
 
+  // — NATS connection (issue 10): in NATS mode, events come in and relayed events go out through it.
+  // Pushed before the local server, so it stops after it: the outbox publishes until it has drained.
+  const natsLink = config.connectionType === 'nats'
+    ? new NatsLink({ url: config.pubsubUrl, logger: logger.child({ component: 'nats' }) })
+    : undefined;
+  if (natsLink) parts.push(natsLink);
+
   // — local server: event relay, outbox, API proxy (issue 5)
   // Stops after the pipeline: relays still arriving for in-flight dispatches are taken until then.
   const outboxLogger = logger.child({ component: 'outbox' });
-  const forwardingSink = new ForwardingSink({
+  const forwardingSink = config.forwardingUrl === undefined ? undefined : new ForwardingSink({
     url: config.forwardingUrl, token: config.keptnApiToken, sslVerify: config.httpSslVerify,
     timeoutMs: KEPTN_API_TIMEOUT_MS, maxSockets: OUTBOX_CONCURRENCY, datastore: keptnApi,
   });
   const outbox = new Outbox({
-    sink: forwardingSink,
+    // Only NATS mode goes without a forwarding URL: relayed events are published on the subject of their type.
+    sink: forwardingSink ?? new NatsSink({ link: natsLink! }),
     store: config.stateDir === '' ? new MemoryStore() : new FileStore({ dir: config.stateDir, logger: outboxLogger }),
     deadLetters: config.stateDir === '' ? new LogDeadLetters(outboxLogger) : new FileDeadLetters(config.stateDir),
     logger, metrics, readiness,
     maxAgeMs: config.outboxMaxAge,
     canCheckArrival: config.keptnApiEndpoint !== undefined,
   });
+  // HTTP mode: the Keptn API under the endpoint, with the token; NATS mode: the in-cluster services, without.
+  const proxy = config.connectionType === 'nats'
+    ? new ApiProxy({ endpoint: undefined, token: '', sslVerify: config.httpSslVerify, logger })
+    : config.keptnApiEndpoint && new ApiProxy({ endpoint: config.keptnApiEndpoint, token: config.keptnApiToken, sslVerify: config.httpSslVerify, logger });
+  // After a NATS outage, what waited in the outbox goes out at once rather than after its backoff.
+  natsLink?.onUp(() => { outbox.wake(); });
   const localServer = new LocalServer({
     bindAddress: config.apiProxyBindAddress,
     port: config.apiProxyPort,
     apiProxyPath: config.apiProxyPath,
     eventForwardingPath: config.eventForwardingPath,
     outbox,
-    proxy: config.keptnApiEndpoint === undefined ? undefined
-      : new ApiProxy({ endpoint: config.keptnApiEndpoint, token: config.keptnApiToken, sslVerify: config.httpSslVerify, logger }),
+    proxy,
     logger, metrics, readiness,
     onEvent: (event) => errorLogs.observe(event),
   });
@@ -126,36 +142,52 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     },
     stop: async (deadline) => {
       await localServer.stop(deadline);
-      forwardingSink.close();
+      forwardingSink?.close();
     },
   });
 
-  // — pipeline: poller, dedup, dispatcher (issue 4)
+  // — pipeline: poller, dedup, dispatcher (issue 4), or the NATS receiver (issue 10)
   // Pushed last, so it stops first: no new dispatches while the rest drains.
-  parts.push(new Poller({
-    api: keptnApi,
-    topics: config.pubsubTopic,
-    intervalMs: config.httpPollingInterval,
-    store: config.stateDir === ''
-      ? new MemoryDedupStore()
-      : new FileDedupStore({ dir: config.stateDir, logger: logger.child({ component: 'dedup' }) }),
-    dispatcher: new Dispatcher({
-      recipientUrl: config.recipientUrl,
-      timeoutMs: config.dispatchTimeout,
-      concurrency: config.maxConcurrentDispatches,
-      logger: logger.child({ component: 'dispatcher' }),
-      metrics,
-    }),
-    filter: filterFromConfig(config),
-    logger: logger.child({ component: 'poller' }),
+  const dispatcher = new Dispatcher({
+    recipientUrl: config.recipientUrl,
+    timeoutMs: config.dispatchTimeout,
+    concurrency: config.maxConcurrentDispatches,
+    logger: logger.child({ component: 'dispatcher' }),
     metrics,
-    setReady: readiness.declare('poller', 'no poll cycle completed yet'),
-  }));
+  });
+  if (natsLink) {
+    parts.push(new NatsReceiver({
+      link: natsLink,
+      topics: config.pubsubTopic,
+      group: config.pubsubGroup,
+      dispatcher,
+      filter: filterFromConfig(config),
+      logger: logger.child({ component: 'nats-receiver' }),
+      metrics,
+      setReady: readiness.declare('nats', 'not subscribed to NATS yet'),
+    }));
+  } else {
+    parts.push(new Poller({
+      api: keptnApi,
+      topics: config.pubsubTopic,
+      intervalMs: config.httpPollingInterval,
+      store: config.stateDir === ''
+        ? new MemoryDedupStore()
+        : new FileDedupStore({ dir: config.stateDir, logger: logger.child({ component: 'dedup' }) }),
+      dispatcher,
+      filter: filterFromConfig(config),
+      logger: logger.child({ component: 'poller' }),
+      metrics,
+      setReady: readiness.declare('poller', 'no poll cycle completed yet'),
+    }));
+  }
 
   logger.info('starting', {
     mode: config.connectionType,
-    pollingUrl: config.pollingUrl.href,
-    forwardingUrl: config.forwardingUrl.href,
+    ...(config.connectionType === 'http'
+      ? { pollingUrl: config.pollingUrl.href }
+      : { natsUrl: config.pubsubUrl, ...(config.pubsubGroup !== '' && { queueGroup: config.pubsubGroup }) }),
+    forwardingUrl: config.forwardingUrl?.href ?? 'NATS',
     recipient: config.recipientUrl.href,
     topics: config.pubsubTopic,
   });

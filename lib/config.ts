@@ -11,10 +11,15 @@ export interface Config extends SettingValues {
   readonly connectionType: ConnectionType;
   /** `<base>/<type>` is polled; ends in `/v1/event/triggered`. */
   readonly pollingUrl: URL;
-  /** Where relayed events are POSTed. */
-  readonly forwardingUrl: URL;
-  /** `<KEPTN_API_ENDPOINT>/controlPlane`: registration, logs. Absent with the 0.8.0 settings alone. */
+  /** Where relayed events are POSTed; undefined in NATS mode, where they are published to NATS. */
+  readonly forwardingUrl: URL | undefined;
+  /**
+   * Registration and logs: `<KEPTN_API_ENDPOINT>/controlPlane` in HTTP mode, the
+   * in-cluster shipyard-controller in NATS mode. Absent with the 0.8.0 HTTP settings alone.
+   */
   readonly controlPlaneUrl: URL | undefined;
+  /** PUBSUB_GROUP, or its default: the NATS queue group; '' for none. */
+  readonly pubsubGroup: string;
   /** Where polled events are dispatched. */
   readonly recipientUrl: URL;
   /** `LOCATION`, or the mode's default. */
@@ -45,6 +50,8 @@ export interface ConfigSources {
 
 /** Where the polling base points in NATS mode (the reference's constant; NATS mode does not poll). */
 const IN_CLUSTER_POLLING_URL = 'http://shipyard-controller:8080/v1/event/triggered';
+/** The shipyard-controller inside the cluster: registration and logs in NATS mode (spec §11.3). */
+const IN_CLUSTER_CONTROL_PLANE_URL = 'http://shipyard-controller:8080';
 
 /**
  * Builds the configuration. Environment first (aliases folded in; an empty
@@ -88,9 +95,36 @@ function derive(values: SettingValues, env: ConfigSources['env'], flags: Flags):
   const connectionType: ConnectionType =
     values.connectionType ?? (endpoint !== undefined || values.httpEventPollingEndpoint !== undefined ? 'http' : 'nats');
 
+  if (values.apiProxyPath === values.eventForwardingPath) {
+    throw new ConfigError(name('eventForwardingPath'), values.eventForwardingPath, 'a path different from API_PROXY_PATH');
+  }
+  const common = {
+    ...values,
+    connectionType,
+    recipientUrl: recipientUrl(values.pubsubRecipient, values.pubsubRecipientPort, values.pubsubRecipientPath, name('pubsubRecipient')),
+    location: values.location || (connectionType === 'http' ? 'remote-execution-plane' : 'control-plane'),
+    // Replicas of one deployment (or VMs of one integration) share the work; distinct services each get every event.
+    pubsubGroup: values.pubsubGroup || values.k8sDeploymentName || values.integrationName,
+  };
+
   if (connectionType === 'nats') {
-    throw new ConfigError(name('keptnApiEndpoint'), endpoint?.href ?? '',
-      'an absolute http(s) URL: the in-cluster NATS mode is not available yet, so the Keptn API endpoint is required');
+    // In the cluster the agent talks to the Keptn services directly; a public endpoint would say otherwise.
+    if (endpoint !== undefined) {
+      throw new ConfigError(name('keptnApiEndpoint'), endpoint.href,
+        'no value in NATS mode (CONNECTION_TYPE=nats): the in-cluster Keptn services are reached directly');
+    }
+    const invalid = values.pubsubTopic.find((topic) => !isNatsSubject(topic));
+    if (invalid !== undefined) {
+      throw new ConfigError(name('pubsubTopic'), values.pubsubTopic.join(','),
+        `NATS subjects: "${invalid}" is not one (dot-separated tokens; * for one token, > only as the last)`);
+    }
+    return {
+      ...common,
+      pollingUrl: inClusterPollingUrl(),
+      // The 0.8.0 rule: without a forwarding endpoint, relayed events are published to NATS.
+      forwardingUrl: values.httpEventForwardingEndpoint,
+      controlPlaneUrl: new URL(IN_CLUSTER_CONTROL_PLANE_URL),
+    };
   }
 
   const pollingUrl = values.httpEventPollingEndpoint ?? (endpoint && joinPath(endpoint, '/controlPlane/v1/event/triggered'));
@@ -110,19 +144,20 @@ function derive(values: SettingValues, env: ConfigSources['env'], flags: Flags):
     throw new ConfigError(name('pubsubTopic'), values.pubsubTopic.join(','),
       `exact event types: "${wildcard}" is a NATS wildcard, which the Keptn API does not match`);
   }
-  if (values.apiProxyPath === values.eventForwardingPath) {
-    throw new ConfigError(name('eventForwardingPath'), values.eventForwardingPath, 'a path different from API_PROXY_PATH');
-  }
 
   return {
-    ...values,
-    connectionType,
+    ...common,
     pollingUrl: withDefaultPollingPath(pollingUrl),
     forwardingUrl,
     controlPlaneUrl: endpoint && controlPlaneBase(endpoint),
-    recipientUrl: recipientUrl(values.pubsubRecipient, values.pubsubRecipientPort, values.pubsubRecipientPath, name('pubsubRecipient')),
-    location: values.location || (connectionType === 'http' ? 'remote-execution-plane' : 'control-plane'),
   };
+}
+
+/** A subject to subscribe to: non-empty tokens without blanks; `*` and `>` only as whole tokens, `>` only last. */
+export function isNatsSubject(subject: string): boolean {
+  const tokens = subject.split('.');
+  return tokens.every((token, index) => token !== '' && !/\s/.test(token)
+    && (!/[*>]/.test(token) || token === '*' || (token === '>' && index === tokens.length - 1)));
 }
 
 /** `base` + `path`, with one trailing `/` of the base dropped (the reference's relay URL kept it: `…/api//v1/event`). */
@@ -170,5 +205,7 @@ export function recipientUrl(recipient: string, port: number, path: string, sour
 
 /** The values that must never appear in any output. */
 export function secretsOf(config: Config): string[] {
-  return [config.keptnApiToken].filter((secret) => secret !== '');
+  // PUBSUB_URL may carry NATS credentials: nats://user:password@host, or nats://token@host.
+  const nats = new URL(config.pubsubUrl);
+  return [config.keptnApiToken, nats.username, nats.password].filter((secret) => secret !== '');
 }

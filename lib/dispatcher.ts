@@ -289,7 +289,8 @@ export class Dispatcher {
     const fields = { keptnContext: event.shkeptncontext, eventId: event.id, type: event.type };
     if (outcome.kind === 'failed' && !this.#recipientFailing) {
       this.#recipientFailing = true;
-      logger.warn('the recipient cannot be reached or fails: events are dispatched again by later polls',
+      // What becomes of a failed event is the caller's to say: a later poll sends it again, NATS does not.
+      logger.warn('the recipient cannot be reached or fails',
         { recipient: this.#options.recipientUrl.href, reason: outcome.reason });
     } else if (outcome.kind !== 'failed' && outcome.kind !== 'cancelled' && this.#recipientFailing) {
       this.#recipientFailing = false;
@@ -306,7 +307,7 @@ export class Dispatcher {
         logger.error('the recipient rejected the event: not sent again while it stays open', { ...fields, status: outcome.status });
         break;
       case 'failed':
-        logger.debug('dispatch failed: a later poll tries again', { ...fields, reason: outcome.reason, attempts: outcome.attempts });
+        logger.debug('dispatch failed', { ...fields, reason: outcome.reason, attempts: outcome.attempts });
         break;
       case 'cancelled':
         logger.debug('dispatch cancelled: not sent', { ...fields, reason: outcome.reason });

@@ -65,7 +65,6 @@ export interface KeptnApiOptions {
   /** Limit for one call, from connecting to the last byte of the answer. */
   readonly timeoutMs: number;
   readonly pollingUrl: URL;
-  readonly forwardingUrl: URL;
   readonly controlPlaneUrl: URL | undefined;
   readonly apiEndpoint: URL | undefined;
 }
@@ -76,11 +75,11 @@ export const KEPTN_API_TIMEOUT_MS = 30_000;
 
 export function keptnApiOptions(config: Config, timeoutMs = KEPTN_API_TIMEOUT_MS): KeptnApiOptions {
   return {
-    token: config.keptnApiToken,
+    // In the cluster the control plane's services take no token (spec §11.3): it is not sent there.
+    token: config.connectionType === 'nats' ? '' : config.keptnApiToken,
     sslVerify: config.httpSslVerify,
     timeoutMs,
     pollingUrl: config.pollingUrl,
-    forwardingUrl: config.forwardingUrl,
     controlPlaneUrl: config.controlPlaneUrl,
     apiEndpoint: config.keptnApiEndpoint,
   };

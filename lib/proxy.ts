@@ -2,7 +2,9 @@
  * The Keptn API proxy: the recipient calls `/controlPlane/…`,
  * `/configuration-service/…` or `/mongodb-datastore/…` on the local port and
  * the agent forwards the call to the same prefix under KEPTN_API_ENDPOINT
- * with its `x-token`, so the recipient never holds the token.
+ * with its `x-token`, so the recipient never holds the token. In NATS mode
+ * (no endpoint) each prefix goes to its in-cluster service, without a token,
+ * as the reference does (spec §7.3.2, §11.3).
  *
  * Both bodies are streamed, never buffered. Hop-by-hop headers are dropped
  * both ways; a client's `x-token` is replaced by the agent's; multi-valued
@@ -33,24 +35,51 @@ export type ProxyMapping =
  * gateway escaped once, and the gateway decodes once.
  */
 export function mapProxyPath(path: string, endpoint: URL): ProxyMapping {
-  if (!path.startsWith('/')) return { ok: false, status: 404, message: `no Keptn API is proxied at ${path}` };
-  const segments = path.slice(1).split('/');
-  const prefix = segments[0]!;
-  if (!(PROXY_PREFIXES as readonly string[]).includes(prefix)) {
-    return {
-      ok: false, status: 404,
-      message: `no Keptn API is proxied at /${prefix}: the proxied prefixes are ${PROXY_PREFIXES.map((p) => `/${p}`).join(', ')}`,
-    };
-  }
-  if (segments.some(climbs)) return { ok: false, status: 400, message: 'the path must not contain ".." segments (plain or percent-encoded)' };
-  let mapped = `/${prefix}/${segments.slice(1).join('/')}`;
-  if (prefix === 'configuration-service') mapped = escapeResourceUri(mapped);
+  const checked = checkPath(path);
+  if (!checked.ok) return checked;
+  let mapped = `/${checked.prefix}/${checked.rest}`;
+  if (checked.prefix === 'configuration-service') mapped = escapeResourceUri(mapped);
   return {
     ok: true,
     protocol: endpoint.protocol === 'https:' ? 'https:' : 'http:',
     host: endpoint.host,
     path: endpoint.pathname.replace(/\/$/, '') + mapped,
   };
+}
+
+/** The in-cluster service of each prefix (NATS mode), as the reference's `pkg/config/const.go`. */
+export const IN_CLUSTER_HOSTS: Readonly<Record<(typeof PROXY_PREFIXES)[number], string>> = {
+  'controlPlane': 'shipyard-controller:8080',
+  'configuration-service': 'configuration-service:8080',
+  'mongodb-datastore': 'mongodb-datastore:8080',
+};
+
+/**
+ * Maps a local request path to its in-cluster service (NATS mode):
+ * `/<prefix>/<rest>` → `http://<service>:8080/<rest>`. No `/resource/`
+ * escaping: there is no gateway in between to decode it.
+ */
+export function mapInClusterPath(path: string): ProxyMapping {
+  const checked = checkPath(path);
+  if (!checked.ok) return checked;
+  return { ok: true, protocol: 'http:', host: IN_CLUSTER_HOSTS[checked.prefix], path: `/${checked.rest}` };
+}
+
+/** The known prefix and the rest of a path, or why the path is not proxied. */
+function checkPath(path: string):
+  | { readonly ok: true; readonly prefix: (typeof PROXY_PREFIXES)[number]; readonly rest: string }
+  | (ProxyMapping & { readonly ok: false }) {
+  if (!path.startsWith('/')) return { ok: false, status: 404, message: `no Keptn API is proxied at ${path}` };
+  const segments = path.slice(1).split('/');
+  const prefix = PROXY_PREFIXES.find((known) => known === segments[0]);
+  if (prefix === undefined) {
+    return {
+      ok: false, status: 404,
+      message: `no Keptn API is proxied at /${segments[0]!}: the proxied prefixes are ${PROXY_PREFIXES.map((p) => `/${p}`).join(', ')}`,
+    };
+  }
+  if (segments.some(climbs)) return { ok: false, status: 400, message: 'the path must not contain ".." segments (plain or percent-encoded)' };
+  return { ok: true, prefix, rest: segments.slice(1).join('/') };
 }
 
 /**
@@ -111,8 +140,8 @@ function filterHeaders(raw: readonly string[], drop: ReadonlySet<string>): strin
 }
 
 export interface ApiProxyOptions {
-  /** KEPTN_API_ENDPOINT. */
-  readonly endpoint: URL;
+  /** KEPTN_API_ENDPOINT; undefined in NATS mode: the in-cluster services. */
+  readonly endpoint: URL | undefined;
   /** Sent as `x-token`, replacing the client's; empty: the client's `x-token` passes through. */
   readonly token: string;
   /** HTTP_SSL_VERIFY. */
@@ -132,7 +161,7 @@ class UpstreamTimeout extends Error {
 export type ErrorResponder = (res: ServerResponse, status: number, message: string, headers?: Record<string, string>) => void;
 
 export class ApiProxy {
-  readonly #endpoint: URL;
+  readonly #endpoint: URL | undefined;
   readonly #token: string;
   readonly #timeoutMs: number;
   readonly #logger: Logger;
@@ -144,7 +173,7 @@ export class ApiProxy {
     this.#token = token;
     this.#timeoutMs = timeoutMs;
     this.#logger = logger.child({ component: 'proxy' });
-    this.#https = endpoint.protocol === 'https:';
+    this.#https = endpoint?.protocol === 'https:';
     this.#agent = this.#https ? new https.Agent({ keepAlive: true, rejectUnauthorized: sslVerify }) : new http.Agent({ keepAlive: true });
   }
 
@@ -153,19 +182,20 @@ export class ApiProxy {
    * removed (raw, percent-encoded); `query` is the raw query with its `?`, or ''.
    */
   forward(req: IncomingMessage, res: ServerResponse, path: string, query: string, fail: ErrorResponder): void {
-    const mapping = mapProxyPath(path, this.#endpoint);
+    const mapping = this.#endpoint === undefined ? mapInClusterPath(path) : mapProxyPath(path, this.#endpoint);
     if (!mapping.ok) {
       req.resume();
       fail(res, mapping.status, mapping.message);
       return;
     }
+    const target = new URL(`${mapping.protocol}//${mapping.host}`);
     const drop = new Set(['host', ...(this.#token !== '' ? ['x-token'] : [])]);
-    const headers = ['Host', this.#endpoint.host, ...filterHeaders(req.rawHeaders, drop), ...(this.#token !== '' ? ['x-token', this.#token] : [])];
+    const headers = ['Host', mapping.host, ...filterHeaders(req.rawHeaders, drop), ...(this.#token !== '' ? ['x-token', this.#token] : [])];
     const started = Date.now();
     const upstream = (this.#https ? https : http).request({
       protocol: mapping.protocol,
-      hostname: this.#endpoint.hostname.replace(/^\[(.*)\]$/, '$1'),
-      ...(this.#endpoint.port !== '' && { port: Number(this.#endpoint.port) }),
+      hostname: target.hostname.replace(/^\[(.*)\]$/, '$1'),
+      ...(target.port !== '' && { port: Number(target.port) }),
       method: req.method ?? 'GET',
       path: mapping.path + query,
       headers,
@@ -194,7 +224,7 @@ export class ApiProxy {
       } else {
         const code = (error as NodeJS.ErrnoException).code;
         this.#logger.warn('proxied call failed: the Keptn API is unreachable', { method: req.method, path: mapping.path, code, error: error.message });
-        fail(res, 502, `the Keptn API at ${this.#endpoint.origin} is unreachable${code ? ` (${code})` : ''}`);
+        fail(res, 502, `the Keptn API at ${target.origin} is unreachable${code ? ` (${code})` : ''}`);
       }
       req.resume();
     });

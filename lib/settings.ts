@@ -89,6 +89,22 @@ function oneOf<T extends string>(...values: readonly T[]): (value: string) => T 
   };
 }
 
+/** A NATS server: `nats://host[:port]` or `tls://host[:port]`; a bare `host[:port]` means `nats://`. */
+function natsUrl(value: string): string {
+  const withScheme = value.includes('://') ? value : `nats://${value}`;
+  const expected = 'a NATS server URL such as nats://keptn-nats:4222';
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new InvalidValue(expected);
+  }
+  if ((url.protocol !== 'nats:' && url.protocol !== 'tls:') || url.hostname === '' || (url.pathname !== '' && url.pathname !== '/')) {
+    throw new InvalidValue(expected);
+  }
+  return withScheme;
+}
+
 function urlPath(value: string): string {
   if (!value.startsWith('/')) throw new InvalidValue('a path starting with /');
   return value;
@@ -100,7 +116,7 @@ const setting = <T>(row: Setting<T>): Setting<T> => row;
 export const SETTINGS = {
   keptnApiEndpoint: setting({
     env: 'KEPTN_API_ENDPOINT', default: '', parse: httpUrl,
-    doc: 'Keptn API base URL including its /api prefix, e.g. https://keptn.example.com/api. Set → HTTP (execution-plane) mode',
+    doc: 'Keptn API base URL including its /api prefix, e.g. https://keptn.example.com/api. Set → HTTP (execution-plane) mode; empty → NATS (in-cluster) mode',
   }),
   keptnApiToken: setting({
     env: 'KEPTN_API_TOKEN', aliases: ['HTTP_EVENT_ENDPOINT_AUTH_TOKEN'], default: '', parse: text,
@@ -108,7 +124,7 @@ export const SETTINGS = {
   }),
   connectionType: setting({
     env: 'CONNECTION_TYPE', default: '', shownDefault: 'derived', parse: (v: string) => (v === '' ? undefined : oneOf('http', 'nats')(v)),
-    doc: 'http or nats; http when KEPTN_API_ENDPOINT (or HTTP_EVENT_POLLING_ENDPOINT) is set',
+    doc: 'http or nats; http when KEPTN_API_ENDPOINT (or HTTP_EVENT_POLLING_ENDPOINT) is set, else nats',
   }),
   httpEventPollingEndpoint: setting({
     env: 'HTTP_EVENT_POLLING_ENDPOINT', default: '', shownDefault: 'derived', parse: httpUrl,
@@ -116,7 +132,7 @@ export const SETTINGS = {
   }),
   httpEventForwardingEndpoint: setting({
     env: 'HTTP_EVENT_FORWARDING_ENDPOINT', default: '', shownDefault: 'derived', parse: httpUrl,
-    doc: 'URL relayed events are POSTed to (0.8.0 name); default <KEPTN_API_ENDPOINT>/v1/event',
+    doc: 'URL relayed events are POSTed to (0.8.0 name); default <KEPTN_API_ENDPOINT>/v1/event; in NATS mode, empty → published to NATS',
   }),
   httpPollingInterval: setting({
     env: 'HTTP_POLLING_INTERVAL', default: '10', parse: duration('positive'),
@@ -128,7 +144,7 @@ export const SETTINGS = {
   }),
   pubsubTopic: setting({
     env: 'PUBSUB_TOPIC', default: '', parse: list,
-    doc: 'Comma-separated event types to poll, e.g. sh.keptn.event.deployment.triggered; required in HTTP mode',
+    doc: 'Comma-separated event types: HTTP mode polls these exact types (required); NATS mode subscribes to them as subjects, wildcards allowed (sh.keptn.>)',
   }),
   pubsubRecipient: setting({
     env: 'PUBSUB_RECIPIENT', default: 'http://127.0.0.1', parse: text,
@@ -157,7 +173,7 @@ export const SETTINGS = {
     doc: 'true: do not register with the control plane',
   }),
   location: setting({
-    env: 'LOCATION', default: '', shownDefault: 'remote-execution-plane', parse: text,
+    env: 'LOCATION', default: '', shownDefault: 'remote-execution-plane (HTTP), control-plane (NATS)', parse: text,
     doc: 'metadata.location of the registration',
   }),
   distributorVersion: setting({ env: 'DISTRIBUTOR_VERSION', default: '', shownDefault: 'package version', parse: text, doc: 'metadata.distributorversion of the registration' }),
@@ -169,7 +185,14 @@ export const SETTINGS = {
   k8sPodName: setting({ env: 'K8S_POD_NAME', default: '', parse: text, doc: 'kubernetesmetadata.podname of the registration' }),
   k8sNamespace: setting({ env: 'K8S_NAMESPACE', default: '', parse: text, doc: 'kubernetesmetadata.namespace of the registration (host name when empty)' }),
   k8sNodeName: setting({ env: 'K8S_NODE_NAME', default: '', parse: text, doc: 'metadata.hostname of the registration (host name when empty)' }),
-  pubsubUrl: setting({ env: 'PUBSUB_URL', default: 'nats://keptn-nats-cluster', parse: text, doc: 'NATS server URL; not used yet: the in-cluster NATS mode is not available' }),
+  pubsubUrl: setting({
+    env: 'PUBSUB_URL', default: 'nats://keptn-nats-cluster', parse: natsUrl,
+    doc: 'NATS server URL (NATS mode): events are received from it and relayed events published to it',
+  }),
+  pubsubGroup: setting({
+    env: 'PUBSUB_GROUP', default: '', shownDefault: 'K8S_DEPLOYMENT_NAME, else INTEGRATION_NAME', parse: text,
+    doc: 'NATS queue group (NATS mode): agents in one group share the events, each reaches one of them; none when all three are empty',
+  }),
   apiProxyBindAddress: setting({
     env: 'API_PROXY_BIND_ADDRESS', default: '127.0.0.1', parse: text,
     doc: 'Address the local relay/proxy port binds to; 0.0.0.0 when the recipient runs in another pod',

@@ -9,6 +9,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { startEmulator, type Emulator } from '../lib/emulator/server.ts';
+import { NatsServer } from './helpers/nats-server.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = fileURLToPath(new URL('../bin/keptn-distributor.js', import.meta.url));
@@ -167,6 +168,28 @@ describe('the keptn-distributor process', function () {
       expect(await agent.exited).to.deep.equal({ code: 1, signal: null });
       expect(Date.now() - started).to.be.below(2_000);
       expect(agent.stderr()).to.equal('keptn-distributor: SIGTERM again, exiting at once\n');
+    });
+  });
+
+  describe('NATS mode (no KEPTN_API_ENDPOINT), against a real nats-server', () => {
+    let nats: NatsServer;
+
+    beforeEach(async () => {
+      nats = await NatsServer.start();
+    });
+    afterEach(async () => {
+      await nats.close();
+    });
+
+    it('runs (no longer refused with exit 2), connects, and SIGTERM → exit 0', async () => {
+      const agent = spawnAgent({
+        PUBSUB_URL: nats.url, PUBSUB_TOPIC: 'sh.keptn.>', API_PROXY_PORT: '0', HEALTH_ENDPOINT_PORT: '0', DISABLE_REGISTRATION: 'true',
+      });
+      expect((await agent.line('starting')).mode).to.equal('nats');
+      await agent.line('subscribed');
+      agent.child.kill('SIGTERM');
+      expect(await agent.exited).to.deep.equal({ code: 0, signal: null });
+      expect(agent.stderr()).to.equal('');
     });
   });
 

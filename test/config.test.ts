@@ -54,7 +54,7 @@ describe('config', () => {
     }
     it('derives the polling, forwarding, control-plane and recipient URLs', () => {
       expect(config.pollingUrl.href).to.equal('https://keptn.example.com/api/controlPlane/v1/event/triggered');
-      expect(config.forwardingUrl.href).to.equal('https://keptn.example.com/api/v1/event');
+      expect(config.forwardingUrl?.href).to.equal('https://keptn.example.com/api/v1/event');
       expect(config.controlPlaneUrl?.href).to.equal('https://keptn.example.com/api/controlPlane');
       expect(config.recipientUrl.href).to.equal('http://127.0.0.1:8080/');
     });
@@ -97,7 +97,7 @@ describe('config', () => {
       });
       expect(config.connectionType).to.equal('http');
       expect(config.pollingUrl.href).to.equal('https://keptn.example.com/api/controlPlane/v1/event/triggered');
-      expect(config.forwardingUrl.href).to.equal('https://keptn.example.com/api/v1/event');
+      expect(config.forwardingUrl?.href).to.equal('https://keptn.example.com/api/v1/event');
       expect(config.controlPlaneUrl).to.equal(undefined);
     });
     it('HTTP_EVENT_POLLING_ENDPOINT alone implies HTTP mode', () => {
@@ -119,10 +119,54 @@ describe('config', () => {
         HTTP_EVENT_FORWARDING_ENDPOINT: 'https://other.example.com/events',
       });
       expect(config.pollingUrl.href).to.equal('https://other.example.com/poll/v1/event/triggered');
-      expect(config.forwardingUrl.href).to.equal('https://other.example.com/events');
+      expect(config.forwardingUrl?.href).to.equal('https://other.example.com/events');
     });
     it('RCV_PORT is API_PROXY_PORT', () => {
       expect(load({ ...BASE, RCV_PORT: '9000' }).apiProxyPort).to.equal(9000);
+    });
+  });
+
+  describe('NATS (in-cluster) mode', () => {
+    it('no Keptn API endpoint means NATS mode, with the reference’s in-cluster targets (spec §2.3, §2.4, §11)', () => {
+      const config = load({ PUBSUB_TOPIC: 'sh.keptn.>' });
+      expect(config.connectionType).to.equal('nats');
+      expect(config.pubsubUrl).to.equal('nats://keptn-nats-cluster');
+      expect(config.pubsubTopic).to.deep.equal(['sh.keptn.>']);
+      expect(config.forwardingUrl).to.equal(undefined);
+      expect(config.controlPlaneUrl?.href).to.equal('http://shipyard-controller:8080/');
+      expect(config.pollingUrl.href).to.equal('http://shipyard-controller:8080/v1/event/triggered');
+      expect(config.location).to.equal('control-plane');
+    });
+    it('CONNECTION_TYPE=nats selects it too, and LOCATION overrides the location', () => {
+      const config = load({ CONNECTION_TYPE: 'nats', LOCATION: 'edge' });
+      expect(config.connectionType).to.equal('nats');
+      expect(config.location).to.equal('edge');
+    });
+    it('takes an empty PUBSUB_TOPIC (only the relay and proxy run, as the reference) and wildcard subjects', () => {
+      expect(load({}).pubsubTopic).to.deep.equal([]);
+      expect(load({ PUBSUB_TOPIC: 'sh.keptn.event.*.triggered, sh.keptn.>' }).pubsubTopic).to.deep.equal(['sh.keptn.event.*.triggered', 'sh.keptn.>']);
+    });
+    it('a bare host in PUBSUB_URL means nats://', () => {
+      expect(load({ PUBSUB_URL: 'keptn-nats:4222' }).pubsubUrl).to.equal('nats://keptn-nats:4222');
+      expect(load({ PUBSUB_URL: 'tls://keptn-nats:4222' }).pubsubUrl).to.equal('tls://keptn-nats:4222');
+    });
+    it('HTTP_EVENT_FORWARDING_ENDPOINT still sends relayed events over HTTP, as in 0.8.0', () => {
+      expect(load({ CONNECTION_TYPE: 'nats', HTTP_EVENT_FORWARDING_ENDPOINT: 'http://api-service:8080/v1/event' }).forwardingUrl?.href)
+        .to.equal('http://api-service:8080/v1/event');
+    });
+    const groups: Array<[string, Record<string, string>, string]> = [
+      ['PUBSUB_GROUP when set', { PUBSUB_GROUP: 'g', K8S_DEPLOYMENT_NAME: 'helm-service', INTEGRATION_NAME: 'vm' }, 'g'],
+      ['else K8S_DEPLOYMENT_NAME: the replicas of a deployment share the events', { K8S_DEPLOYMENT_NAME: 'helm-service', INTEGRATION_NAME: 'vm' }, 'helm-service'],
+      ['else INTEGRATION_NAME', { INTEGRATION_NAME: 'vm' }, 'vm'],
+      ['else none: every agent gets every event', {}, ''],
+    ];
+    for (const [name, env, group] of groups) {
+      it(`queue group: ${name}`, () => {
+        expect(load(env).pubsubGroup).to.equal(group);
+      });
+    }
+    it('--pubsub-group overrides PUBSUB_GROUP', () => {
+      expect(load({ PUBSUB_GROUP: 'a' }, { pubsubGroup: 'b' }).pubsubGroup).to.equal('b');
     });
   });
 
@@ -183,7 +227,7 @@ describe('config', () => {
     it('a trailing slash in KEPTN_API_ENDPOINT is not doubled in any derived URL (defect D22)', () => {
       const config = load({ ...BASE, KEPTN_API_ENDPOINT: 'https://keptn.example.com/api/' });
       expect(config.pollingUrl.href).to.equal('https://keptn.example.com/api/controlPlane/v1/event/triggered');
-      expect(config.forwardingUrl.href).to.equal('https://keptn.example.com/api/v1/event');
+      expect(config.forwardingUrl?.href).to.equal('https://keptn.example.com/api/v1/event');
       expect(config.controlPlaneUrl?.href).to.equal('https://keptn.example.com/api/controlPlane');
     });
     it('an endpoint ending in /controlPlane does not get a second one for registration', () => {
@@ -195,7 +239,7 @@ describe('config', () => {
       expect(config.pollingUrl.href).to.equal('http://external-api.com:8080/my/path/prefix/api/controlPlane/v1/event/triggered');
     });
     it('Test_ValidateKeptnAPIEndpointURL: http:1.2.3.4.nip.io/some-path is accepted (read as http://1.2.3.4.nip.io/some-path)', () => {
-      expect(load({ ...BASE, KEPTN_API_ENDPOINT: 'http:1.2.3.4.nip.io/some-path' }).forwardingUrl.href)
+      expect(load({ ...BASE, KEPTN_API_ENDPOINT: 'http:1.2.3.4.nip.io/some-path' }).forwardingUrl?.href)
         .to.equal('http://1.2.3.4.nip.io/some-path/v1/event');
     });
     it('Test_ValidateKeptnAPIEndpointURL: "d" is rejected', () => {
@@ -248,8 +292,13 @@ describe('config', () => {
       ['zero concurrent dispatches', { ...BASE, MAX_CONCURRENT_DISPATCHES: '0' }, {}, /^MAX_CONCURRENT_DISPATCHES="0": expected a whole number from 1/],
       ['a path without a leading slash', { ...BASE, EVENT_FORWARDING_PATH: 'event' }, {}, /^EVENT_FORWARDING_PATH="event": expected a path starting with \/$/],
       ['the same path for relay and proxy', { ...BASE, API_PROXY_PATH: '/event' }, {}, /^EVENT_FORWARDING_PATH="\/event": expected a path different from API_PROXY_PATH$/],
-      ['no Keptn API endpoint: NATS mode, which is not available yet', { PUBSUB_TOPIC: 'sh.keptn.event.test.triggered' }, {},
-        /^KEPTN_API_ENDPOINT="": expected an absolute http\(s\) URL: the in-cluster NATS mode is not available yet/],
+      ['CONNECTION_TYPE=nats with a Keptn API endpoint', { ...BASE, CONNECTION_TYPE: 'nats' }, {},
+        /^KEPTN_API_ENDPOINT="https:\/\/keptn.example.com\/api": expected no value in NATS mode/],
+      ['a PUBSUB_URL that is not a NATS URL', { PUBSUB_URL: 'http://keptn-nats:4222' }, {}, /^PUBSUB_URL="http:\/\/keptn-nats:4222": expected a NATS server URL/],
+      ['a PUBSUB_URL with a path', { PUBSUB_URL: 'nats://keptn-nats/x' }, {}, /^PUBSUB_URL="nats:\/\/keptn-nats\/x": expected a NATS server URL/],
+      ['> not as the last token in NATS mode', { PUBSUB_TOPIC: 'sh.>.triggered' }, {}, /^PUBSUB_TOPIC="sh.>.triggered": expected NATS subjects/],
+      ['an empty token in NATS mode', { PUBSUB_TOPIC: 'sh..keptn' }, {}, /^PUBSUB_TOPIC="sh..keptn": expected NATS subjects/],
+      ['a wildcard inside a token in NATS mode', { PUBSUB_TOPIC: 'sh.keptn.event.deploy*' }, {}, /^PUBSUB_TOPIC="sh.keptn.event.deploy\*": expected NATS subjects/],
       ['CONNECTION_TYPE=http without any endpoint', { CONNECTION_TYPE: 'http', PUBSUB_TOPIC: 'sh.keptn.event.test.triggered' }, {},
         /^KEPTN_API_ENDPOINT="": expected an absolute http\(s\) URL/],
       ['a polling endpoint without a forwarding endpoint', {
@@ -270,5 +319,10 @@ describe('config', () => {
   it('the token is the secret to redact', () => {
     expect(secretsOf(load({ ...BASE, KEPTN_API_TOKEN: 's3cr3t' }))).to.deep.equal(['s3cr3t']);
     expect(secretsOf(load(BASE))).to.deep.equal([]);
+  });
+
+  it('so are the credentials in PUBSUB_URL', () => {
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://distributor:n4ts-s3cret@keptn-nats:4222' }))).to.deep.equal(['distributor', 'n4ts-s3cret']);
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://t0ken@keptn-nats' }))).to.deep.equal(['t0ken']);
   });
 });

@@ -114,6 +114,12 @@ describe('keptn-api', () => {
     });
   });
 
+  it('NATS mode: registration and logs go to the in-cluster shipyard-controller, without the token (spec §11.3)', () => {
+    const options = keptnApiOptions(loadConfig({ env: { KEPTN_API_TOKEN: TOKEN } }));
+    expect(options.controlPlaneUrl?.href).to.equal('http://shipyard-controller:8080/');
+    expect(options.token).to.equal('');
+  });
+
   describe('registration and logs', () => {
     it('register returns the id', async () => {
       nock(ENDPOINT, { reqheaders: { 'x-token': TOKEN } })

@@ -1,7 +1,7 @@
 import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { ApiProxy, escapeResourceUri, goQueryEscape, mapProxyPath } from '../lib/proxy.ts';
+import { ApiProxy, escapeResourceUri, goQueryEscape, mapInClusterPath, mapProxyPath } from '../lib/proxy.ts';
 import { sendError } from '../lib/server.ts';
 import { logSink } from './helpers/log-sink.ts';
 
@@ -66,6 +66,24 @@ describe('proxy', () => {
       expect(escapeResourceUri('/x/resource/')).to.equal('/x/resource/');
       expect(escapeResourceUri('/x/resources/a/b')).to.equal('/x/resources/a/b');
     });
+  });
+
+  describe('mapping (spec §7.3.2 examples, NATS mode: the in-cluster services)', () => {
+    const inCluster = (path: string): string => {
+      const mapping = mapInClusterPath(path);
+      return mapping.ok ? `${mapping.protocol}//${mapping.host}${mapping.path}` : `${mapping.status}`;
+    };
+    const cases: Array<[string, string]> = [
+      ['/controlPlane/v1/project/sockshop', 'http://shipyard-controller:8080/v1/project/sockshop'],
+      ['/mongodb-datastore/event/type/sh.keptn.event.evaluation.finished', 'http://mongodb-datastore:8080/event/type/sh.keptn.event.evaluation.finished'],
+      ['/configuration-service', 'http://configuration-service:8080/'],
+      // No gateway decodes in between: the resource URI goes as it came.
+      ['/configuration-service/v1/project/p/stage/s/service/c/resource/helm%2Fvalues.yaml', 'http://configuration-service:8080/v1/project/p/stage/s/service/c/resource/helm%2Fvalues.yaml'],
+      ['/v1/metadata', '404'],
+      ['/controlPlaneX/v1/project', '404'],
+      ['/controlPlane/v1/..%2F..%2Fsecret', '400'],
+    ];
+    for (const [path, want] of cases) it(`${path} → ${want}`, () => expect(inCluster(path)).to.equal(want));
   });
 
   describe('refused paths', () => {

@@ -236,6 +236,27 @@ export class Outbox {
     return { ok: true };
   }
 
+  /**
+   * The sink says it can take events again (NATS is connected again): every
+   * waiting event is tried now instead of after its backoff, which after a
+   * long outage can be a minute. The gate still lets one probe go first.
+   */
+  wake(): void {
+    if (this.#state !== 'running' && this.#state !== 'draining') return;
+    this.#gateUntil = 0;
+    if (this.#gateTimer !== undefined) {
+      this.#clock.clearTimeout(this.#gateTimer);
+      this.#gateTimer = undefined;
+    }
+    for (const lane of this.#lanes.values()) {
+      if (lane.timer === undefined) continue;
+      this.#clock.clearTimeout(lane.timer);
+      lane.timer = undefined;
+      this.#ready.push(lane);
+    }
+    this.#pump();
+  }
+
   /** Resolves when nothing is waiting for delivery (at once if nothing is). */
   idle(): Promise<void> {
     if (this.#count === 0) return Promise.resolve();

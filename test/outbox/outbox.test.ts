@@ -200,6 +200,25 @@ describe('outbox', () => {
       expect(lines).to.include('the control plane takes relayed events again');
     });
 
+    it('wake() tries the waiting events now, not after their backoff', async () => {
+      h = await harness();
+      let down = true;
+      h.sink.answer = () => (down ? refused() : 'ok');
+      for (const id of ['1', '2', '3']) await h.add(id, STARTED, `ctx-${id}`);
+      // Fail until every wait (the gate's and the lanes') is over a second.
+      for (let i = 0; i < 100 && Math.min(...h.clock.pending()) <= 1_000; i++) await h.clock.advance(Math.min(...h.clock.pending()));
+      const tried = h.sink.posted.length;
+      expect(Math.min(...h.clock.pending())).to.be.above(1_000);
+      down = false;
+      h.outbox.wake();
+      await settle();
+      // No time has passed: each event went out once more, and was delivered.
+      expect(h.outbox.depth).to.equal(0);
+      expect(h.sink.posted).to.have.length(tried + 3);
+      expect(await counter(h.metrics, 'delivered')).to.equal(3);
+      expect(h.clock.pending()).to.deep.equal([]);
+    });
+
     it('one event that keeps failing does not stop the others', async () => {
       h = await harness();
       h.sink.answer = (json) => (json.includes('"bad"') ? status(500) : 'ok');

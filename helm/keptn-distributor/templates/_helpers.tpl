@@ -98,6 +98,7 @@ The token and the downward-API variables are set in the Deployment itself.
   (list "HTTP_EVENT_POLLING_ENDPOINT" $v.keptn.pollingEndpoint)
   (list "HTTP_EVENT_FORWARDING_ENDPOINT" $v.keptn.forwardingEndpoint)
   (list "PUBSUB_URL" $v.keptn.natsUrl)
+  (list "PUBSUB_GROUP" $v.keptn.natsGroup)
   (list "PUBSUB_TOPIC" $v.subscription.topics)
   (list "HTTP_POLLING_INTERVAL" $v.subscription.pollingInterval)
   (list "PROJECT_FILTER" $v.filters.projects)
