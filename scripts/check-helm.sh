@@ -8,8 +8,9 @@
 # 0. helm (and check-chart's renderer) are there, fetched or built on first use;
 # 1. check-chart (helm lint --strict, helm template, manifest checks, typed
 #    decode by kubectl, yamllint) with the defaults plus only the required
-#    values (test/helm/required-values.yaml), and with every option on
-#    (helm/keptn-distributor/ci/all-options-values.yaml);
+#    values (test/helm/required-values.yaml), with every option on
+#    (helm/keptn-distributor/ci/all-options-values.yaml), and in NATS mode
+#    (test/helm/nats-values.yaml);
 # 2. the defaults alone fail with one message naming every required value;
 # 3. each test/helm/bad/*.yaml (over the required values) makes `helm template`
 #    fail with the message its "# expect:" lines give;
@@ -36,6 +37,7 @@ helm="${HELM:-$shared/tools/helm/helm}"
 chart=helm/keptn-distributor
 required=test/helm/required-values.yaml
 all_options=$chart/ci/all-options-values.yaml
+nats=test/helm/nats-values.yaml
 
 passed=0
 failed=0
@@ -80,7 +82,7 @@ if [ -x "$check_chart" ]; then
 fi
 
 # --- 1. check-chart on the two value sets
-for values in "$required" "$all_options"; do
+for values in "$required" "$all_options" "$nats"; do
   if [ -x "$check_chart" ]; then
     if "$check_chart" "$chart" -f "$values" >"$tmp/log" 2>&1; then
       ok "check-chart $chart -f $values"
@@ -166,6 +168,14 @@ grep -q -- '-relay$' "$req" && echo "defaults: a relay Service is rendered" >>"$
 grep -A1 -- '- name: API_PROXY_BIND_ADDRESS$' "$tmp/relay.yaml" | grep -q '"0.0.0.0"' || echo "relay.service.enabled: relay not bound to 0.0.0.0" >>"$tmp/log"
 grep -q -- '-relay$' "$tmp/relay.yaml" || echo "relay.service.enabled: no relay Service" >>"$tmp/log"
 if [ -s "$tmp/log" ]; then not_ok "relay bound to 127.0.0.1, or to 0.0.0.0 behind its Service"; else ok "relay bound to 127.0.0.1, or to 0.0.0.0 behind its Service"; fi
+
+: >"$tmp/log"
+natsr="$tmp/nats-values.rendered.yaml"
+grep -A1 -- '- name: CONNECTION_TYPE$' "$natsr" | grep -q '"nats"' || echo "NATS mode: CONNECTION_TYPE is not nats" >>"$tmp/log"
+grep -q -- '- name: KEPTN_API_TOKEN$' "$natsr" && echo "NATS mode: a token variable is set without a token" >>"$tmp/log"
+grep -q -- '- name: KEPTN_API_ENDPOINT$' "$natsr" && echo "NATS mode: KEPTN_API_ENDPOINT is set" >>"$tmp/log"
+grep -q 'replicas: 2$' "$natsr" || echo "NATS mode: replicaCount 2 is not rendered" >>"$tmp/log"
+if [ -s "$tmp/log" ]; then not_ok "NATS mode: no endpoint, no token, replicas sharing a queue group"; else ok "NATS mode: no endpoint, no token, replicas sharing a queue group"; fi
 
 # --- 5. the README's values table
 if node scripts/helm-values-table.mjs >"$tmp/log" 2>&1; then

@@ -150,17 +150,24 @@ what needs several values at once, with one message naming every problem.
 */}}
 {{- define "keptn-distributor.validate" -}}
 {{- $problems := list }}
+{{- if eq .Values.keptn.connectionType "nats" }}
+{{- /* In the cluster: Keptn's services are reached directly, without a token; no topics means relay and proxy only. */}}
+{{- if .Values.keptn.apiEndpoint }}
+{{- $problems = append $problems "keptn.apiEndpoint must be empty with keptn.connectionType nats: in NATS mode the agent reaches Keptn's services in the cluster directly" }}
+{{- end }}
+{{- else }}
 {{- if not .Values.keptn.apiEndpoint }}
-{{- $problems = append $problems "keptn.apiEndpoint is required: the Keptn API URL, e.g. --set keptn.apiEndpoint=https://keptn.example.com/api" }}
+{{- $problems = append $problems "keptn.apiEndpoint is required: the Keptn API URL, e.g. --set keptn.apiEndpoint=https://keptn.example.com/api (or keptn.connectionType nats inside the Keptn cluster)" }}
 {{- end }}
 {{- if and (not .Values.keptn.apiToken) (not .Values.keptn.existingSecret) }}
 {{- $problems = append $problems "keptn.existingSecret (a Secret holding the API token under keptn.existingSecretKey) or keptn.apiToken is required" }}
 {{- end }}
-{{- if and .Values.keptn.apiToken .Values.keptn.existingSecret }}
-{{- $problems = append $problems "set keptn.apiToken or keptn.existingSecret, not both" }}
-{{- end }}
 {{- if not .Values.subscription.topics }}
 {{- $problems = append $problems "subscription.topics is required: the event types to poll, e.g. --set 'subscription.topics={sh.keptn.event.deployment.triggered}'" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.keptn.apiToken .Values.keptn.existingSecret }}
+{{- $problems = append $problems "set keptn.apiToken or keptn.existingSecret, not both" }}
 {{- end }}
 {{- if not .Values.recipient.host }}
 {{- $problems = append $problems "recipient.host is required: the Service name of the Keptn-service, e.g. --set recipient.host=my-service" }}
