@@ -8,7 +8,9 @@ import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { Readiness } from './readiness.ts';
 import { HealthServer } from './health.ts';
-import { KEPTN_API_TIMEOUT_MS, KeptnApi, keptnApiOptions } from './keptn-api.ts';
+import { KeptnApi, egressAgentsOf, keptnApiOptions, tokenCredentials } from './keptn-api.ts';
+import { KeptnCredentials } from './credentials.ts';
+import { OAuthTokenSource } from './oauth.ts';
 import { Registration, integrationOf } from './registration.ts';
 import { UniformLog } from './uniform-log.ts';
 import { Poller } from './poller.ts';
@@ -70,7 +72,15 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
 
   // — registration and error-log forwarding (issue 6)
   // Parts stop in reverse: error logs are flushed (the local server has drained), then the registration ends.
-  const keptnApi = new KeptnApi(keptnApiOptions(config));
+  // One set of credentials for every call to Keptn: the API token, and the OAuth bearer token when OAuth is on.
+  const agents = egressAgentsOf(config);
+  const credentials = config.oauth === undefined ? tokenCredentials(config) : new KeptnCredentials(
+    config.connectionType === 'nats' ? '' : config.keptnApiToken,
+    new OAuthTokenSource({ client: config.oauth, agents, timeoutMs: config.apiProxyHttpTimeout, logger: logger.child({ component: 'oauth' }) }),
+  );
+  const keptnApi = new KeptnApi(keptnApiOptions(config, config.apiProxyHttpTimeout, credentials, agents));
+  // Pushed before the parts that call Keptn, so it stops after them: their connections are closed last.
+  parts.push({ name: 'connections to Keptn', start: () => Promise.resolve(), stop: () => { agents.close(); return Promise.resolve(); } });
   let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
   if (config.controlPlaneUrl === undefined) {
     logger.warn('registration and error-log forwarding are off: they need KEPTN_API_ENDPOINT (or NATS mode)');
@@ -106,8 +116,8 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   // Stops after the pipeline: relays still arriving for in-flight dispatches are taken until then.
   const outboxLogger = logger.child({ component: 'outbox' });
   const forwardingSink = config.forwardingUrl === undefined ? undefined : new ForwardingSink({
-    url: config.forwardingUrl, token: config.keptnApiToken, sslVerify: config.httpSslVerify,
-    timeoutMs: KEPTN_API_TIMEOUT_MS, maxSockets: OUTBOX_CONCURRENCY, datastore: keptnApi,
+    url: config.forwardingUrl, credentials, proxies: config, sslVerify: config.httpSslVerify,
+    timeoutMs: config.apiProxyHttpTimeout, maxSockets: OUTBOX_CONCURRENCY, datastore: keptnApi,
   });
   const outbox = new Outbox({
     // Only NATS mode goes without a forwarding URL: relayed events are published on the subject of their type.
@@ -119,9 +129,11 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     canCheckArrival: config.keptnApiEndpoint !== undefined,
   });
   // HTTP mode: the Keptn API under the endpoint, with the token; NATS mode: the in-cluster services, without.
+  const maxBodyBytes = config.apiProxyMaxPayloadBytesKb * 1024;
+  const proxyOptions = { credentials, agents: egressAgentsOf(config), timeoutMs: config.apiProxyHttpTimeout, maxBodyBytes, logger };
   const proxy = config.connectionType === 'nats'
-    ? new ApiProxy({ endpoint: undefined, token: '', sslVerify: config.httpSslVerify, logger })
-    : config.keptnApiEndpoint && new ApiProxy({ endpoint: config.keptnApiEndpoint, token: config.keptnApiToken, sslVerify: config.httpSslVerify, logger });
+    ? new ApiProxy({ ...proxyOptions, endpoint: undefined })
+    : config.keptnApiEndpoint && new ApiProxy({ ...proxyOptions, endpoint: config.keptnApiEndpoint });
   // After a NATS outage, what waited in the outbox goes out at once rather than after its backoff.
   natsLink?.onUp(() => { outbox.wake(); });
   const localServer = new LocalServer({
@@ -131,6 +143,7 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     eventForwardingPath: config.eventForwardingPath,
     outbox,
     proxy,
+    maxBodyBytes,
     logger, metrics, readiness,
     onEvent: (event) => errorLogs.observe(event),
   });
@@ -191,6 +204,10 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     recipient: config.recipientUrl.href,
     topics: config.pubsubTopic,
   });
+  for (const [variable, url] of [['HTTPS_PROXY', config.httpsProxy], ['HTTP_PROXY', config.httpProxy]] as const) {
+    if (url) logger.info('calls to Keptn go through a proxy', { variable, proxy: url.origin, proxyBypass: config.proxyBypass });
+  }
+  if (config.oauth) logger.info('OAuth is on: calls to Keptn carry a bearer token', { clientId: config.oauth.clientId, scopes: config.oauth.scopes });
   if (!config.httpSslVerify) logger.warn('TLS certificate verification towards Keptn is disabled (HTTP_SSL_VERIFY=false)');
 
   const lifecycle = runParts(parts, { signal, shutdownTimeoutMs: config.shutdownTimeout, logger });

@@ -24,6 +24,17 @@ export interface Config extends SettingValues {
   readonly recipientUrl: URL;
   /** `LOCATION`, or the mode's default. */
   readonly location: string;
+  /** The OAuth client, when all of its settings are given; undefined: no bearer token is sent. */
+  readonly oauth: OAuthClient | undefined;
+}
+
+/** An OAuth client-credentials client: where its token comes from, and who it is. */
+export interface OAuthClient {
+  readonly clientId: string;
+  readonly clientSecret: string;
+  readonly scopes: readonly string[];
+  /** The token endpoint itself, or the discovery document naming it. */
+  readonly source: { readonly tokenUrl: URL } | { readonly discoveryUrl: URL };
 }
 
 /** A setting with a value it cannot take. Its message is the one line the CLI prints. */
@@ -101,6 +112,7 @@ function derive(values: SettingValues, env: ConfigSources['env'], flags: Flags):
   const common = {
     ...values,
     connectionType,
+    oauth: oauthClient(values),
     recipientUrl: recipientUrl(values.pubsubRecipient, values.pubsubRecipientPort, values.pubsubRecipientPath, name('pubsubRecipient')),
     location: values.location || (connectionType === 'http' ? 'remote-execution-plane' : 'control-plane'),
     // Replicas of one deployment (or VMs of one integration) share the work; distinct services each get every event.
@@ -151,6 +163,28 @@ function derive(values: SettingValues, env: ConfigSources['env'], flags: Flags):
     forwardingUrl,
     controlPlaneUrl: endpoint && controlPlaneBase(endpoint),
   };
+}
+
+/**
+ * The OAuth client: all of its settings or none. A partial set is an error
+ * naming the first one missing (the reference silently ran without OAuth).
+ */
+function oauthClient(values: SettingValues): OAuthClient | undefined {
+  const { oauthClientId: clientId, oauthClientSecret: clientSecret, oauthScopes: scopes, oauthTokenUrl: tokenUrl, oauthDiscovery: discoveryUrl } = values;
+  const required: ReadonlyArray<readonly [string, boolean]> = [
+    ['OAUTH_CLIENT_ID', clientId !== ''],
+    ['OAUTH_CLIENT_SECRET', clientSecret !== ''],
+    ['OAUTH_SCOPES', scopes.length > 0],
+    ['OAUTH_TOKEN_URL', tokenUrl !== undefined || discoveryUrl !== undefined],
+  ];
+  if (required.every(([, set]) => !set)) return undefined;
+  const missing = required.filter(([, set]) => !set).map(([env]) => env);
+  if (missing.length > 0) {
+    const given = required.filter(([, set]) => set).map(([env]) => (env === 'OAUTH_TOKEN_URL' && tokenUrl === undefined ? 'OAUTH_DISCOVERY' : env));
+    throw new ConfigError(missing[0]!, '',
+      `a value: ${given.join(', ')} ${given.length === 1 ? 'is' : 'are'} set, and OAuth also needs ${missing.join(', ').replace('OAUTH_TOKEN_URL', 'OAUTH_TOKEN_URL or OAUTH_DISCOVERY')}`);
+  }
+  return { clientId, clientSecret, scopes, source: tokenUrl !== undefined ? { tokenUrl } : { discoveryUrl: discoveryUrl! } };
 }
 
 /** A subject to subscribe to: non-empty tokens without blanks; `*` and `>` only as whole tokens, `>` only last. */
@@ -207,5 +241,7 @@ export function recipientUrl(recipient: string, port: number, path: string, sour
 export function secretsOf(config: Config): string[] {
   // PUBSUB_URL may carry NATS credentials: nats://user:password@host, or nats://token@host.
   const nats = new URL(config.pubsubUrl);
-  return [config.keptnApiToken, nats.username, nats.password].filter((secret) => secret !== '');
+  // A proxy URL may carry the proxy's user and password.
+  const proxies = [config.httpsProxy, config.httpProxy].flatMap((url) => (url ? [decodeURIComponent(url.username), decodeURIComponent(url.password), url.username, url.password] : []));
+  return [...new Set([config.keptnApiToken, nats.username, nats.password, config.oauthClientSecret, ...proxies])].filter((secret) => secret !== '');
 }

@@ -1,6 +1,7 @@
 /**
- * The one HTTP client for the Keptn control plane: URLs, the `x-token`
- * header, time limits, TLS verification, and typed calls. It knows nothing of
+ * The one HTTP client for the Keptn control plane: URLs, the credentials
+ * (`x-token`, OAuth bearer), time limits, TLS verification, outgoing
+ * proxies, and typed calls. It knows nothing of
  * loops, retries or schedules; those belong to its callers.
  *
  * Every failure leaves here as a `KeptnApiError` holding only
@@ -9,6 +10,8 @@
  */
 import got, { RequestError, type Got, type Response } from 'got';
 import { joinPath, type Config } from './config.ts';
+import { KeptnCredentials } from './credentials.ts';
+import { EgressAgents } from './egress-proxy.ts';
 
 /** Why a call failed, classified once, here, where the protocol is known. */
 export type FailureKind =
@@ -60,7 +63,9 @@ export interface PageQuery {
 }
 
 export interface KeptnApiOptions {
-  readonly token: string;
+  readonly credentials: KeptnCredentials;
+  /** Connections to Keptn, through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says otherwise. */
+  readonly agents: EgressAgents;
   readonly sslVerify: boolean;
   /** Limit for one call, from connecting to the last byte of the answer. */
   readonly timeoutMs: number;
@@ -69,14 +74,24 @@ export interface KeptnApiOptions {
   readonly apiEndpoint: URL | undefined;
 }
 
-/** Options for the API client from the configuration. */
-/** Limit for one call to Keptn, as the reference's HTTP client. */
-export const KEPTN_API_TIMEOUT_MS = 30_000;
+/** The credentials of calls to Keptn without OAuth: the API token, except in the cluster, whose services take none (spec §11.3). */
+export function tokenCredentials(config: Config): KeptnCredentials {
+  return config.connectionType === 'nats' ? KeptnCredentials.none() : new KeptnCredentials(config.keptnApiToken);
+}
 
-export function keptnApiOptions(config: Config, timeoutMs = KEPTN_API_TIMEOUT_MS): KeptnApiOptions {
+/** The connection agents of calls to Keptn: TLS verification as HTTP_SSL_VERIFY, the proxies of the configuration. */
+export function egressAgentsOf(config: Config): EgressAgents {
+  return new EgressAgents(config, { keepAlive: true, rejectUnauthorized: config.httpSslVerify });
+}
+
+/**
+ * Options for the API client from the configuration. `timeoutMs` limits one
+ * call (API_PROXY_HTTP_TIMEOUT, as the reference's one HTTP client).
+ */
+export function keptnApiOptions(config: Config, timeoutMs = config.apiProxyHttpTimeout, credentials = tokenCredentials(config), agents = egressAgentsOf(config)): KeptnApiOptions {
   return {
-    // In the cluster the control plane's services take no token (spec §11.3): it is not sent there.
-    token: config.connectionType === 'nats' ? '' : config.keptnApiToken,
+    credentials,
+    agents,
     sslVerify: config.httpSslVerify,
     timeoutMs,
     pollingUrl: config.pollingUrl,
@@ -92,7 +107,6 @@ export class KeptnApi {
   constructor(options: KeptnApiOptions) {
     this.#options = options;
     this.#http = got.extend({
-      headers: options.token ? { 'x-token': options.token } : {},
       timeout: { request: options.timeoutMs },
       https: { rejectUnauthorized: options.sslVerify },
       retry: { limit: 0 },
@@ -166,17 +180,20 @@ export class KeptnApi {
 
   /** Sends a request; returns the parsed JSON body of a 2xx answer (undefined when empty). */
   async #json(url: URL, request: { method: 'GET' | 'POST' | 'DELETE'; body?: string; signal?: AbortSignal | undefined; headers?: Record<string, string> }): Promise<unknown> {
+    const credentials = await this.#options.credentials.headers();
     let response: Response<string>;
     try {
       response = await this.#http(url, {
         method: request.method,
         ...(request.body !== undefined && { body: request.body }),
-        ...(request.headers && { headers: request.headers }),
+        headers: { ...request.headers, ...credentials },
+        agent: this.#options.agents.forGot(url),
         ...(request.signal && { signal: request.signal }),
       });
     } catch (error) {
       throw reduceTransportError(error);
     }
+    if (response.statusCode === 401) this.#options.credentials.refused(credentials);
     if (response.statusCode < 200 || response.statusCode > 299) throw statusError(response);
     if (response.body.trim() === '') return undefined;
     try {

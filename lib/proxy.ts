@@ -2,12 +2,15 @@
  * The Keptn API proxy: the recipient calls `/controlPlane/…`,
  * `/configuration-service/…` or `/mongodb-datastore/…` on the local port and
  * the agent forwards the call to the same prefix under KEPTN_API_ENDPOINT
- * with its `x-token`, so the recipient never holds the token. In NATS mode
+ * with its credentials (`x-token`, OAuth bearer), so the recipient never
+ * holds them; through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says otherwise. In NATS mode
  * (no endpoint) each prefix goes to its in-cluster service, without a token,
  * as the reference does (spec §7.3.2, §11.3).
  *
  * Both bodies are streamed, never buffered. Hop-by-hop headers are dropped
- * both ways; a client's `x-token` is replaced by the agent's; multi-valued
+ * both ways; a client's `x-token` (and `Authorization`, with OAuth) is
+ * replaced by the agent's; bodies over API_PROXY_MAX_PAYLOAD_BYTES_KB get a
+ * 413; multi-valued
  * headers (several `Set-Cookie`) survive; redirects are passed back, not
  * followed. Unlike the reference (spec §7.3, D14–D16): an unknown prefix is a
  * 404, `/controlPlaneX` is not `/controlPlane`, a path that climbs out of its
@@ -16,6 +19,8 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+import type { KeptnCredentials } from './credentials.ts';
+import type { EgressAgents } from './egress-proxy.ts';
 import type { Logger } from './log.ts';
 
 /** The prefixes proxied, as the first path segment (HTTP mode: the same prefix under the endpoint). */
@@ -142,19 +147,28 @@ function filterHeaders(raw: readonly string[], drop: ReadonlySet<string>): strin
 export interface ApiProxyOptions {
   /** KEPTN_API_ENDPOINT; undefined in NATS mode: the in-cluster services. */
   readonly endpoint: URL | undefined;
-  /** Sent as `x-token`, replacing the client's; empty: the client's `x-token` passes through. */
-  readonly token: string;
-  /** HTTP_SSL_VERIFY. */
-  readonly sslVerify: boolean;
-  /** Longest silence from the upstream before the call is given up (504 before the answer started). */
-  readonly timeoutMs?: number;
+  /** The agent's headers replace the client's of the same name; a client's others pass through. */
+  readonly credentials: KeptnCredentials;
+  /** Connections to the Keptn API (proxies, TLS verification as HTTP_SSL_VERIFY). */
+  readonly agents: EgressAgents;
+  /** Longest silence from the upstream before the call is given up (504 before the answer started): API_PROXY_HTTP_TIMEOUT. */
+  readonly timeoutMs: number;
+  /** Largest request body forwarded (API_PROXY_MAX_PAYLOAD_BYTES_KB); larger → 413. */
+  readonly maxBodyBytes: number;
   readonly logger: Logger;
 }
 
-export const PROXY_TIMEOUT_MS = 30_000;
-
 class UpstreamTimeout extends Error {
   override name = 'UpstreamTimeout';
+}
+
+class BodyTooLarge extends Error {
+  override name = 'BodyTooLarge';
+}
+
+/** The 413 message of the local port: names the limit and the setting that sets it. */
+export function tooLargeMessage(what: string, maxBodyBytes: number): string {
+  return `${what} is larger than ${maxBodyBytes} bytes, the limit set by API_PROXY_MAX_PAYLOAD_BYTES_KB`;
 }
 
 /** Writes a JSON `{"message"}` answer (the local server's one error shape). */
@@ -162,19 +176,19 @@ export type ErrorResponder = (res: ServerResponse, status: number, message: stri
 
 export class ApiProxy {
   readonly #endpoint: URL | undefined;
-  readonly #token: string;
+  readonly #credentials: KeptnCredentials;
+  readonly #agents: EgressAgents;
   readonly #timeoutMs: number;
+  readonly #maxBodyBytes: number;
   readonly #logger: Logger;
-  readonly #agent: http.Agent;
-  readonly #https: boolean;
 
-  constructor({ endpoint, token, sslVerify, timeoutMs = PROXY_TIMEOUT_MS, logger }: ApiProxyOptions) {
+  constructor({ endpoint, credentials, agents, timeoutMs, maxBodyBytes, logger }: ApiProxyOptions) {
     this.#endpoint = endpoint;
-    this.#token = token;
+    this.#credentials = credentials;
+    this.#agents = agents;
     this.#timeoutMs = timeoutMs;
+    this.#maxBodyBytes = maxBodyBytes;
     this.#logger = logger.child({ component: 'proxy' });
-    this.#https = endpoint?.protocol === 'https:';
-    this.#agent = this.#https ? new https.Agent({ keepAlive: true, rejectUnauthorized: sslVerify }) : new http.Agent({ keepAlive: true });
   }
 
   /**
@@ -188,22 +202,46 @@ export class ApiProxy {
       fail(res, mapping.status, mapping.message);
       return;
     }
+    if (Number(req.headers['content-length']) > this.#maxBodyBytes) {
+      req.resume();
+      fail(res, 413, tooLargeMessage('the request body', this.#maxBodyBytes), { connection: 'close' });
+      return;
+    }
+    // The body waits, paused, until the credentials are known (an OAuth token may have to be fetched first).
+    this.#credentials.headers().then(
+      (credentials) => { this.#send(req, res, mapping, query, credentials, fail); },
+      (error: unknown) => {
+        req.resume();
+        const message = error instanceof Error ? error.message : String(error);
+        this.#logger.warn('proxied call not sent: no credentials for the Keptn API', { method: req.method, path: mapping.path, error: message });
+        fail(res, 502, `the Keptn API cannot be called: ${message}`);
+      },
+    );
+  }
+
+  #send(req: IncomingMessage, res: ServerResponse, mapping: ProxyMapping & { ok: true }, query: string,
+    credentials: Readonly<Record<string, string>>, fail: ErrorResponder): void {
+    if (res.destroyed) {
+      req.resume();
+      return;
+    }
     const target = new URL(`${mapping.protocol}//${mapping.host}`);
-    const drop = new Set(['host', ...(this.#token !== '' ? ['x-token'] : [])]);
-    const headers = ['Host', mapping.host, ...filterHeaders(req.rawHeaders, drop), ...(this.#token !== '' ? ['x-token', this.#token] : [])];
+    const drop = new Set(['host', ...this.#credentials.headerNames]);
+    const headers = ['Host', mapping.host, ...filterHeaders(req.rawHeaders, drop), ...Object.entries(credentials).flat()];
     const started = Date.now();
-    const upstream = (this.#https ? https : http).request({
+    const upstream = (mapping.protocol === 'https:' ? https : http).request({
       protocol: mapping.protocol,
       hostname: target.hostname.replace(/^\[(.*)\]$/, '$1'),
       ...(target.port !== '' && { port: Number(target.port) }),
       method: req.method ?? 'GET',
       path: mapping.path + query,
       headers,
-      agent: this.#agent,
+      agent: this.#agents.for(target),
     });
     upstream.setTimeout(this.#timeoutMs, () => upstream.destroy(new UpstreamTimeout(`no answer from the Keptn API within ${this.#timeoutMs} ms`)));
 
     upstream.on('response', (answer) => {
+      if (answer.statusCode === 401) this.#credentials.refused(credentials);
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage ?? '', filterHeaders(answer.rawHeaders, new Set(['x-token'])));
       answer.pipe(res);
       answer.on('error', () => res.destroy());
@@ -218,7 +256,9 @@ export class ApiProxy {
         res.destroy();
         return;
       }
-      if (error instanceof UpstreamTimeout) {
+      if (error instanceof BodyTooLarge) {
+        fail(res, 413, error.message, { connection: 'close' });
+      } else if (error instanceof UpstreamTimeout) {
         this.#logger.warn('proxied call timed out', { method: req.method, path: mapping.path, timeoutMs: this.#timeoutMs });
         fail(res, 504, error.message);
       } else {
@@ -233,11 +273,20 @@ export class ApiProxy {
       if (!res.writableFinished) upstream.destroy();
     });
     req.on('error', () => upstream.destroy());
+    // A body without Content-Length (chunked) is counted as it streams, and cut at the limit.
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > this.#maxBodyBytes && !upstream.destroyed) {
+        req.unpipe(upstream);
+        upstream.destroy(new BodyTooLarge(tooLargeMessage('the request body', this.#maxBodyBytes)));
+      }
+    });
     req.pipe(upstream);
   }
 
   /** Closes kept-alive upstream connections. */
   close(): void {
-    this.#agent.destroy();
+    this.#agents.close();
   }
 }

@@ -21,7 +21,7 @@ import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
 import type { Readiness } from './readiness.ts';
 import { metaFromEvent, type Outbox } from './outbox/outbox.ts';
-import type { ApiProxy } from './proxy.ts';
+import { tooLargeMessage, type ApiProxy } from './proxy.ts';
 import { parseRelayRequest } from './relay.ts';
 
 export const MAX_RELAY_BODY_BYTES = 1024 * 1024;
@@ -178,7 +178,7 @@ export class LocalServer implements Part {
     if (body === undefined) {
       discard(req, this.#maxBodyBytes * 16);
       relays?.inc({ outcome: 'rejected' });
-      sendError(res, 413, `the event is larger than ${this.#maxBodyBytes} bytes`, { connection: 'close' });
+      sendError(res, 413, tooLargeMessage('the event', this.#maxBodyBytes), { connection: 'close' });
       return;
     }
     if (body === 'aborted') return;

@@ -105,6 +105,22 @@ function natsUrl(value: string): string {
   return withScheme;
 }
 
+/** A proxy: `http(s)://[user:password@]host[:port]`; a bare `host:port` means `http://`, as curl reads it. */
+function proxyUrl(value: string): URL | undefined {
+  if (value === '') return undefined;
+  const expected = 'a proxy URL such as http://proxy.example.com:3128';
+  let url: URL;
+  try {
+    url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
+  } catch {
+    throw new InvalidValue(expected);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '' || (url.pathname !== '/' && url.pathname !== '')) {
+    throw new InvalidValue(expected);
+  }
+  return url;
+}
+
 function urlPath(value: string): string {
   if (!value.startsWith('/')) throw new InvalidValue('a path starting with /');
   return value;
@@ -223,6 +239,34 @@ export const SETTINGS = {
   outboxMaxAge: setting({
     env: 'OUTBOX_MAX_AGE', default: '24h', parse: duration('positive'),
     doc: 'How long a relayed event is retried before it goes to the dead-letter file',
+  }),
+  apiProxyHttpTimeout: setting({
+    env: 'API_PROXY_HTTP_TIMEOUT', default: '30', parse: duration('positive'),
+    doc: 'Time limit of one call to Keptn (API client, relay forwarding, OAuth) and of one proxied call (504 after it): bare seconds as the reference, or a duration',
+  }),
+  apiProxyMaxPayloadBytesKb: setting({
+    env: 'API_PROXY_MAX_PAYLOAD_BYTES_KB', default: '1024', parse: (v: string) => integer(v, 1, 1_048_576, 'a whole number of KiB from 1 to 1048576'),
+    doc: 'Largest request body on the local port (relay and API proxy), in KiB; larger → 413 (the reference\'s default was 64)',
+  }),
+  oauthClientId: setting({ env: 'OAUTH_CLIENT_ID', default: '', parse: text, doc: 'OAuth client id (client-credentials grant); OAuth is on when id, secret, scopes and a token or discovery URL are set' }),
+  oauthClientSecret: setting({ env: 'OAUTH_CLIENT_SECRET', default: '', parse: text, doc: 'OAuth client secret; never logged' }),
+  oauthScopes: setting({ env: 'OAUTH_SCOPES', default: '', parse: list, doc: 'Comma list of OAuth scopes asked for' }),
+  oauthTokenUrl: setting({ env: 'OAUTH_TOKEN_URL', default: '', parse: httpUrl, doc: 'OAuth token endpoint; wins over OAUTH_DISCOVERY' }),
+  oauthDiscovery: setting({
+    env: 'OAUTH_DISCOVERY', default: '', parse: httpUrl,
+    doc: 'OpenID discovery document URL (…/.well-known/openid-configuration) whose token_endpoint is used',
+  }),
+  httpsProxy: setting({
+    env: 'HTTPS_PROXY', aliases: ['https_proxy'], default: '', parse: proxyUrl,
+    doc: 'Proxy for https:// calls to Keptn (CONNECT tunnel); user:password in the URL is sent as Proxy-Authorization and never logged',
+  }),
+  httpProxy: setting({
+    env: 'HTTP_PROXY', aliases: ['http_proxy'], default: '', parse: proxyUrl,
+    doc: 'Proxy for http:// calls to Keptn; the recipient is never reached through a proxy',
+  }),
+  proxyBypass: setting({
+    env: 'NO_PROXY', aliases: ['no_proxy'], flag: '--proxy-bypass', default: '', parse: list,
+    doc: 'Comma list of hosts reached without proxy: host, .domain or domain (suffix), host:port, IP, CIDR, * for all',
   }),
 } as const;
 

@@ -114,10 +114,10 @@ describe('keptn-api', () => {
     });
   });
 
-  it('NATS mode: registration and logs go to the in-cluster shipyard-controller, without the token (spec §11.3)', () => {
+  it('NATS mode: registration and logs go to the in-cluster shipyard-controller, without the token (spec §11.3)', async () => {
     const options = keptnApiOptions(loadConfig({ env: { KEPTN_API_TOKEN: TOKEN } }));
     expect(options.controlPlaneUrl?.href).to.equal('http://shipyard-controller:8080/');
-    expect(options.token).to.equal('');
+    expect(await options.credentials.headers()).to.deep.equal({});
   });
 
   describe('registration and logs', () => {

@@ -1,6 +1,8 @@
 import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
+import { KeptnCredentials } from '../lib/credentials.ts';
+import { EgressAgents } from '../lib/egress-proxy.ts';
 import { ApiProxy, escapeResourceUri, goQueryEscape, mapInClusterPath, mapProxyPath } from '../lib/proxy.ts';
 import { sendError } from '../lib/server.ts';
 import { logSink } from './helpers/log-sink.ts';
@@ -124,8 +126,11 @@ describe('proxy', () => {
       return (server.address() as AddressInfo).port;
     }
 
-    async function start(token = 'secret-token', timeoutMs = 2_000): Promise<void> {
-      proxy = new ApiProxy({ endpoint: upstreamUrl, token, sslVerify: true, timeoutMs, logger: logs.logger });
+    async function start(token = 'secret-token', timeoutMs = 2_000, maxBodyBytes = 1024 * 1024): Promise<void> {
+      proxy = new ApiProxy({
+        endpoint: upstreamUrl, credentials: new KeptnCredentials(token), agents: new EgressAgents({ httpsProxy: undefined, httpProxy: undefined, proxyBypass: [] }),
+        timeoutMs, maxBodyBytes, logger: logs.logger,
+      });
       local = http.createServer((req, res) => {
         const url = req.url ?? '/';
         const at = url.indexOf('?');

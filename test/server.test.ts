@@ -6,12 +6,16 @@ import { LocalServer, MAX_RELAY_BODY_BYTES, type LocalServerOptions } from '../l
 import { Outbox } from '../lib/outbox/outbox.ts';
 import { MemoryStore } from '../lib/outbox/memory-store.ts';
 import { LogDeadLetters } from '../lib/outbox/dead-letter.ts';
+import { KeptnCredentials } from '../lib/credentials.ts';
+import { EgressAgents } from '../lib/egress-proxy.ts';
 import { ApiProxy } from '../lib/proxy.ts';
 import type { KeptnCloudEvent } from '../lib/cloudevents.ts';
 import { Readiness } from '../lib/readiness.ts';
 import { createMetrics, type Metrics } from '../lib/metrics.ts';
 import { logSink } from './helpers/log-sink.ts';
 import { FakeSink, refused } from './outbox/fakes.ts';
+
+const NO_PROXIES = { httpsProxy: undefined, httpProxy: undefined, proxyBypass: [] };
 
 const EVENT = {
   specversion: '1.0', id: 'e1', source: 'helm-service', type: 'sh.keptn.event.deployment.started',
@@ -185,7 +189,7 @@ describe('local server', () => {
     await new Promise<void>((resolve) => upstream!.listen(0, '127.0.0.1', resolve));
     const endpoint = new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/keptn`);
     const logs = logSink();
-    const { url } = await start({ apiProxyPath: '/api', proxy: new ApiProxy({ endpoint, token: 't', sslVerify: true, logger: logs.logger }) });
+    const { url } = await start({ apiProxyPath: '/api', proxy: new ApiProxy({ endpoint, credentials: new KeptnCredentials('t'), agents: new EgressAgents(NO_PROXIES), timeoutMs: 2_000, maxBodyBytes: 1024 * 1024, logger: logs.logger }) });
     expect(await (await fetch(`${url}/api/controlPlane/v1/project?x=1`)).text()).to.equal('/keptn/controlPlane/v1/project?x=1');
     expect((await fetch(`${url}/controlPlane/v1/project`)).status).to.equal(404);
     expect((await fetch(`${url}/apiX/controlPlane/v1/project`)).status).to.equal(404);
@@ -203,7 +207,7 @@ describe('local server', () => {
     await new Promise<void>((resolve) => upstream!.listen(0, '127.0.0.1', resolve));
     const endpoint = new URL(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`);
     const logs = logSink();
-    const { server, sink, outbox, readiness } = await start({ proxy: new ApiProxy({ endpoint, token: 't', sslVerify: true, logger: logs.logger }) });
+    const { server, sink, outbox, readiness } = await start({ proxy: new ApiProxy({ endpoint, credentials: new KeptnCredentials('t'), agents: new EgressAgents(NO_PROXIES), timeoutMs: 2_000, maxBodyBytes: 1024 * 1024, logger: logs.logger }) });
     sink.answers = [refused()];
     expect((await post(`http://127.0.0.1:${server.port}/event`, EVENT)).status).to.equal(202);
 

@@ -11,9 +11,10 @@ describe('settings table', () => {
     }
   });
 
-  it('each flag is -- plus the variable in kebab-case, except VERSION (whose flag would clash with --version)', () => {
+  it('each flag is -- plus the variable in kebab-case, except VERSION and NO_PROXY (whose flags would clash with --version and mean "not --proxy")', () => {
+    const exceptions: Record<string, string> = { VERSION: '--integration-version', NO_PROXY: '--proxy-bypass' };
     for (const [, row] of settingRows()) {
-      const expected = row.env === 'VERSION' ? '--integration-version' : `--${row.env.toLowerCase().replaceAll('_', '-')}`;
+      const expected = exceptions[row.env] ?? `--${row.env.toLowerCase().replaceAll('_', '-')}`;
       expect(flagOf(row)).to.equal(expected);
     }
   });

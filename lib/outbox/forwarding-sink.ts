@@ -13,6 +13,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { CLOUDEVENTS_JSON } from '../cloudevents.ts';
+import type { KeptnCredentials } from '../credentials.ts';
+import { EgressAgents, type EgressProxySettings } from '../egress-proxy.ts';
 import { KeptnApiError, keptnStatusError } from '../keptn-api.ts';
 import type { EventSink } from './delivery.ts';
 
@@ -23,7 +25,9 @@ const IDLE_SOCKET_MS = 4_000;
 
 export interface ForwardingSinkOptions {
   readonly url: URL;
-  readonly token: string;
+  readonly credentials: KeptnCredentials;
+  /** HTTPS_PROXY, HTTP_PROXY, NO_PROXY. */
+  readonly proxies: EgressProxySettings;
   readonly sslVerify: boolean;
   /** Limit for one call, from connecting to the last byte of the answer. */
   readonly timeoutMs: number;
@@ -35,18 +39,16 @@ export interface ForwardingSinkOptions {
 
 export class ForwardingSink implements EventSink {
   readonly #options: ForwardingSinkOptions;
-  readonly #agent: http.Agent;
+  readonly #agents: EgressAgents;
   /** `http.request` options but the headers, computed once. */
   readonly #requestOptions: http.RequestOptions;
-  readonly #headers: Readonly<Record<string, string>>;
 
   constructor(options: ForwardingSinkOptions) {
     this.#options = options;
     const { url } = options;
-    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' as const };
-    this.#agent = url.protocol === 'https:'
-      ? new https.Agent({ ...agentOptions, rejectUnauthorized: options.sslVerify })
-      : new http.Agent(agentOptions);
+    this.#agents = new EgressAgents(options.proxies, {
+      keepAlive: true, maxSockets: options.maxSockets, timeout: IDLE_SOCKET_MS, scheduling: 'lifo', rejectUnauthorized: options.sslVerify,
+    });
     this.#requestOptions = {
       protocol: url.protocol,
       // An IPv6 literal comes bracketed in a URL, and must not be in `hostname`.
@@ -54,21 +56,30 @@ export class ForwardingSink implements EventSink {
       port: url.port,
       path: `${url.pathname}${url.search}`,
       method: 'POST',
-      agent: this.#agent,
+      agent: this.#agents.for(url),
     };
-    this.#headers = { 'content-type': CLOUDEVENTS_JSON, ...(options.token !== '' && { 'x-token': options.token }) };
   }
 
   /** Sends one event, as the JSON text it arrived in; resolves on a 2xx answer. */
-  postEvent(json: string, signal?: AbortSignal): Promise<void> {
+  async postEvent(json: string, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) throw new KeptnApiError('unreachable', 'aborted', { code: 'ABORT_ERR' });
+    const credentials = await this.#options.credentials.headers();
+    try {
+      await this.#post(json, credentials, signal);
+    } catch (error) {
+      if (error instanceof KeptnApiError && error.status === 401) this.#options.credentials.refused(credentials);
+      throw error;
+    }
+  }
+
+  #post(json: string, credentials: Readonly<Record<string, string>>, signal: AbortSignal | undefined): Promise<void> {
     const { url, timeoutMs } = this.#options;
-    if (signal?.aborted) return Promise.reject(new KeptnApiError('unreachable', 'aborted', { code: 'ABORT_ERR' }));
     return new Promise<void>((resolve, reject) => {
       let sent = false;
       let settled = false;
       const request = (url.protocol === 'https:' ? https : http).request({
         ...this.#requestOptions,
-        headers: { ...this.#headers, 'content-length': Buffer.byteLength(json) },
+        headers: { 'content-type': CLOUDEVENTS_JSON, ...credentials, 'content-length': Buffer.byteLength(json) },
       });
       const settle = (error?: KeptnApiError): void => {
         if (settled) return;
@@ -118,6 +129,6 @@ export class ForwardingSink implements EventSink {
 
   /** Closes the pooled connections. */
   close(): void {
-    this.#agent.destroy();
+    this.#agents.close();
   }
 }

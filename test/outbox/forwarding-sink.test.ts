@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { expect } from 'chai';
+import { KeptnCredentials } from '../../lib/credentials.ts';
 import { ForwardingSink } from '../../lib/outbox/forwarding-sink.ts';
 import { keptnApiFailure } from '../helpers/keptn-api-failure.ts';
 
@@ -30,9 +31,11 @@ async function server(answer: (response: ServerResponse) => void): Promise<{ url
   };
 }
 
+const NO_PROXIES = { httpsProxy: undefined, httpProxy: undefined, proxyBypass: [] };
+
 function sink(url: URL, timeoutMs = 2_000): ForwardingSink {
   return new ForwardingSink({
-    url, token: TOKEN, sslVerify: true, timeoutMs, maxSockets: 4,
+    url, credentials: new KeptnCredentials(TOKEN), proxies: NO_PROXIES, sslVerify: true, timeoutMs, maxSockets: 4,
     datastore: { eventsByContext: (context, type) => Promise.resolve([{ context, type }]) },
   });
 }
@@ -60,7 +63,7 @@ describe('outbox/forwarding-sink', () => {
 
   it('sends no x-token without a token', async () => {
     const control = await server((response) => response.writeHead(204).end());
-    const forwarding = new ForwardingSink({ url: control.url, token: '', sslVerify: true, timeoutMs: 2_000, maxSockets: 1, datastore: { eventsByContext: () => Promise.resolve([]) } });
+    const forwarding = new ForwardingSink({ url: control.url, credentials: KeptnCredentials.none(), proxies: NO_PROXIES, sslVerify: true, timeoutMs: 2_000, maxSockets: 1, datastore: { eventsByContext: () => Promise.resolve([]) } });
     closers.push(() => control.close(), () => { forwarding.close(); });
     await forwarding.postEvent(JSON_TEXT);
     expect(control.received[0]!.headers).to.not.have.property('x-token');
