@@ -4,9 +4,10 @@
  * that do it. Every caller that talks to Keptn (API client, relay
  * forwarding, API proxy, OAuth) takes its agents from an `EgressAgents`.
  *
- * The proxy agents are hpagent's: an https target is reached through a
- * CONNECT tunnel (TLS end to end, the proxy sees only the host), an http
- * target by sending the absolute URL to the proxy. The recipient is never
+ * The proxy agents are hpagent's, which reach every target through a CONNECT
+ * tunnel: for https, TLS runs end to end and the proxy sees only host and
+ * port; plain http targets are tunnelled too, so the proxy must allow
+ * CONNECT to Keptn's port (squid's default allows only 443). The recipient is never
  * reached through a proxy: it sits beside the agent, where a corporate proxy
  * cannot reach (the dispatcher takes no agents from here).
  */

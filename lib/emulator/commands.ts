@@ -7,7 +7,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { parseDuration } from '../duration.ts';
 import { isRecord, isTriggeredType } from './event-model.ts';
+import { DISCOVERY_PATH } from './oauth-routes.ts';
 import { startEmulator, type Emulator } from './server.ts';
 
 /** As in lib/cli.ts. */
@@ -35,6 +37,11 @@ export interface EmulateOptions {
   readonly host?: string;
   readonly token?: string;
   readonly paginationBug?: boolean;
+  /** OAuth mode: all of id and secret, or neither. */
+  readonly oauthClientId?: string;
+  readonly oauthClientSecret?: string;
+  /** Milliseconds an issued token is good for. */
+  readonly oauthTokenLifetime?: number;
 }
 
 export interface TriggerOptions {
@@ -62,6 +69,9 @@ export function addEmulatorCommands(program: Command, io: EmulatorCommandIo): vo
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--token <token>', 'require this x-token on the Keptn API routes (default: no token needed)')
     .option('--pagination-bug', "reproduce the 0.8.x shipyard-controller's pagination bug (later pages repeat the first items)")
+    .option('--oauth-client-id <id>', 'OAuth mode: serve a token endpoint for this client, and require its bearer token on the Keptn API routes')
+    .option('--oauth-client-secret <secret>', 'OAuth mode: the client secret')
+    .addOption(new Option('--oauth-token-lifetime <duration>', 'OAuth mode: how long an issued token is good for').default(300_000, '5m').argParser(parseLifetime))
     .action(async (options: EmulateOptions) => {
       io.setExitCode(await emulate(options, io));
     });
@@ -87,10 +97,18 @@ export function addEmulatorCommands(program: Command, io: EmulatorCommandIo): vo
 export async function emulate(options: EmulateOptions, io: CommandIo): Promise<number> {
   const port = options.port ?? 8090;
   const host = options.host ?? '127.0.0.1';
+  const { oauthClientId: clientId, oauthClientSecret: clientSecret } = options;
+  if ((clientId === undefined) !== (clientSecret === undefined)) {
+    io.err('keptn-distributor emulate: OAuth mode needs both --oauth-client-id and --oauth-client-secret');
+    return EXIT_FATAL;
+  }
   let emulator: Emulator;
   try {
     emulator = await startEmulator({
       port, host, log: io.out,
+      ...(clientId !== undefined && clientSecret !== undefined && {
+        oauth: { clientId, clientSecret, ...(options.oauthTokenLifetime !== undefined && { tokenLifetimeMs: options.oauthTokenLifetime }) },
+      }),
       ...(options.token !== undefined && { token: options.token }),
       ...(options.paginationBug !== undefined && { paginationBug: options.paginationBug }),
     });
@@ -99,8 +117,11 @@ export async function emulate(options: EmulateOptions, io: CommandIo): Promise<n
     return EXIT_FATAL;
   }
   const token = options.token ? ` KEPTN_API_TOKEN=${shellWord(options.token)}` : '';
+  const oauth = clientId !== undefined && clientSecret !== undefined
+    ? ` OAUTH_CLIENT_ID=${shellWord(clientId)} OAUTH_CLIENT_SECRET=${shellWord(clientSecret)} OAUTH_SCOPES=keptn OAUTH_DISCOVERY=${emulator.url}${DISCOVERY_PATH}`
+    : '';
   io.out(`keptn control-plane emulator listening on ${emulator.url}; point an agent at it with `
-    + `KEPTN_API_ENDPOINT=${emulator.url}${token} PUBSUB_TOPIC=sh.keptn.event.test.triggered`);
+    + `KEPTN_API_ENDPOINT=${emulator.url}${token}${oauth} PUBSUB_TOPIC=sh.keptn.event.test.triggered`);
   if (!io.signal.aborted) await new Promise<void>((resolve) => io.signal.addEventListener('abort', () => resolve(), { once: true }));
   await emulator.close();
   return EXIT_OK;
@@ -192,4 +213,10 @@ function reasonOf(error: unknown): string {
 /** Quotes a value for a POSIX shell when it needs it. */
 function shellWord(value: string): string {
   return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+function parseLifetime(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined || ms <= 0) throw new InvalidArgumentError('a positive duration such as 30s or 5m');
+  return ms;
 }

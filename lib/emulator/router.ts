@@ -15,7 +15,7 @@ import type { Reply } from './json-http.ts';
 
 /** Every route key; faults and request counters are per key. */
 export const ROUTE_KEYS = [
-  'poll', 'event', 'register', 'unregister', 'registrations', 'log', 'datastore', 'proxy', 'inspect', 'trigger',
+  'poll', 'event', 'register', 'unregister', 'registrations', 'log', 'datastore', 'proxy', 'inspect', 'trigger', 'oauth',
 ] as const;
 
 /**
@@ -24,7 +24,8 @@ export const ROUTE_KEYS = [
  * `register` POST, `unregister` DELETE and `registrations` GET …/uniform/registration;
  * `log` …/v1/log; `datastore` GET /mongodb-datastore/event;
  * `proxy` the routes that exist for the agent's API proxy tests (project, resources, echo);
- * `inspect` GET /emulator/…; `trigger` POST /emulator/trigger.
+ * `inspect` GET /emulator/…; `trigger` POST /emulator/trigger;
+ * `oauth` the discovery document and token endpoint of the OAuth mode.
  */
 export type RouteKey = typeof ROUTE_KEYS[number];
 

@@ -25,6 +25,7 @@ import { Faults, failureReply } from './faults.ts';
 import { keptnError, readRequestBody, send, type Reply } from './json-http.ts';
 import { keptnRoutes, type Observer, type RouteContext } from './keptn-routes.ts';
 import { openTask } from './lifecycle.ts';
+import { OAuthIssuer, type IssuedToken, type OAuthEmulationOptions } from './oauth-routes.ts';
 import { createNarrator, type Narrator } from './narrator.ts';
 import { ROUTE_KEYS, Router, gatewayPath, type Route, type RouteKey } from './router.ts';
 import { ControlPlaneState, type EventFilter, type Integration, type LogEntry, type ReceivedEvent, type StoredResource } from './state.ts';
@@ -32,6 +33,7 @@ import { ControlPlaneState, type EventFilter, type Integration, type LogEntry, t
 export type { DatastoreEvent, TriggerRequest, TriggeredEvent } from './event-model.ts';
 export type { DropOptions, FailOptions, Faults } from './faults.ts';
 export type { Outcome } from './lifecycle.ts';
+export type { IssuedToken, OAuthEmulationOptions } from './oauth-routes.ts';
 export type { RouteKey } from './router.ts';
 export type { EventFilter, Integration, LogEntry, ReceivedEvent, StoredResource } from './state.ts';
 
@@ -42,6 +44,12 @@ export interface EmulatorOptions {
   readonly host?: string;
   /** When set, every Keptn API route requires `x-token: <token>`; when empty or absent, anything passes. */
   readonly token?: string;
+  /**
+   * OAuth mode: serve a discovery document and a token endpoint under
+   * `/oauth`, and require a bearer token issued there on every Keptn API
+   * route (besides the x-token, when `token` is set too).
+   */
+  readonly oauth?: OAuthEmulationOptions;
   /** Reproduce the shipyard-controller's pagination bug on the poll route (spec §4.8.3). Default false: correct pages. */
   readonly paginationBug?: boolean;
   /** Largest request body accepted, in bytes; default 5 MiB. Larger ones get 413. */
@@ -107,6 +115,7 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
   readonly #now: () => Date;
   readonly #host: string;
   readonly #token: string;
+  readonly #oauth: OAuthIssuer | undefined;
   readonly #bodyLimit: number;
   #port: number;
   #server: Server | undefined;
@@ -136,7 +145,8 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
       observer: this.#observer(),
       trigger: (request) => this.trigger(request),
     };
-    this.#router = new Router([...keptnRoutes(context), ...emulatorRoutes(context)]);
+    this.#oauth = options.oauth && new OAuthIssuer(options.oauth, () => this.#now().getTime());
+    this.#router = new Router([...keptnRoutes(context), ...emulatorRoutes(context), ...(this.#oauth?.routes() ?? [])]);
   }
 
   /** The port listened on (the real one when 0 was asked for, once listening). */
@@ -189,6 +199,16 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
   /** Every event the datastore holds (opened tasks and accepted posts), in the order stored. */
   datastore(filter: EventFilter = {}): DatastoreEvent[] {
     return this.#state.datastore(filter);
+  }
+
+  /** OAuth mode: the tokens issued so far, oldest first (empty otherwise). */
+  oauthTokens(): readonly IssuedToken[] {
+    return this.#oauth?.issued ?? [];
+  }
+
+  /** OAuth mode: every token issued so far is refused from now on, so clients must fetch new ones. */
+  revokeOAuthTokens(): void {
+    this.#oauth?.revokeAll();
   }
 
   registrations(): Integration[] {
@@ -342,7 +362,7 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
     if (fault?.kind === 'fail') return answer(route.key, failureReply(fault), 'fault injected');
 
     const refusal = this.#authorize(route, request);
-    if (refusal !== undefined) return answer(route.key, keptnError(401, refusal), refusal === 'missing x-token header' ? refusal : 'wrong x-token');
+    if (refusal !== undefined) return answer(route.key, keptnError(401, refusal), refusal);
     const body = await readRequestBody(request, { as: route.body, consumes: route.consumes, limit: this.#bodyLimit });
     if ('status' in body) return answer(route.key, body);
 
@@ -362,7 +382,10 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
 
   /** Why the request may not pass, or undefined when it may. */
   #authorize(route: Route, request: IncomingMessage): string | undefined {
-    if (!route.auth || this.#token === '') return undefined;
+    if (!route.auth) return undefined;
+    const bearer = this.#oauth?.refusal(request.headers);
+    if (bearer !== undefined) return bearer;
+    if (this.#token === '') return undefined;
     const token = request.headers['x-token'];
     if (token === undefined) return 'missing x-token header';
     return token === this.#token ? undefined : 'invalid x-token';

@@ -52,7 +52,7 @@ describe('emulator: x-token authentication', () => {
     const emulator = await start({ token: 'secret', log: (line) => lines.push(line) });
     await call(`${emulator.url}${POLL}`, { headers: { 'x-token': 'wrong' } });
     expect(lines).to.have.length(1);
-    expect(lines[0]).to.match(/✗ 401 GET \/controlPlane\/v1\/event\/triggered\/sh\.keptn\.event\.test\.triggered: wrong x-token$/);
+    expect(lines[0]).to.match(/✗ 401 GET \/controlPlane\/v1\/event\/triggered\/sh\.keptn\.event\.test\.triggered: invalid x-token$/);
   });
 });
 
