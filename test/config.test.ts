@@ -325,4 +325,65 @@ describe('config', () => {
     expect(secretsOf(load({ PUBSUB_URL: 'nats://distributor:n4ts-s3cret@keptn-nats:4222' }))).to.deep.equal(['distributor', 'n4ts-s3cret']);
     expect(secretsOf(load({ PUBSUB_URL: 'nats://t0ken@keptn-nats' }))).to.deep.equal(['t0ken']);
   });
+
+  describe('OAuth, timeout, payload limit and outgoing proxies', () => {
+    const OAUTH = { OAUTH_CLIENT_ID: 'id', OAUTH_CLIENT_SECRET: 'oauth-s3cret', OAUTH_SCOPES: 'a, b', OAUTH_TOKEN_URL: 'https://idp.example.com/token' };
+
+    it('defaults: no OAuth, 30 s timeout, 1024 KiB bodies (the contract\'s 1 MiB, not the reference\'s 64), no proxy', () => {
+      const config = load(BASE);
+      expect(config).to.include({ oauth: undefined, apiProxyHttpTimeout: 30_000, apiProxyMaxPayloadBytesKb: 1024, httpsProxy: undefined, httpProxy: undefined });
+      expect(config.proxyBypass).to.deep.equal([]);
+    });
+
+    it('API_PROXY_HTTP_TIMEOUT takes bare seconds, as the reference, or a duration', () => {
+      expect(load({ ...BASE, API_PROXY_HTTP_TIMEOUT: '5' }).apiProxyHttpTimeout).to.equal(5_000);
+      expect(load({ ...BASE, API_PROXY_HTTP_TIMEOUT: '1m30s' }).apiProxyHttpTimeout).to.equal(90_000);
+      expect(configError({ ...BASE, API_PROXY_HTTP_TIMEOUT: '0' }).message).to.match(/^API_PROXY_HTTP_TIMEOUT="0": expected a positive number of seconds/);
+    });
+
+    it('API_PROXY_MAX_PAYLOAD_BYTES_KB is a whole number of KiB', () => {
+      expect(load({ ...BASE, API_PROXY_MAX_PAYLOAD_BYTES_KB: '64' }).apiProxyMaxPayloadBytesKb).to.equal(64);
+      expect(configError({ ...BASE, API_PROXY_MAX_PAYLOAD_BYTES_KB: '0' }).message).to.match(/^API_PROXY_MAX_PAYLOAD_BYTES_KB="0": expected a whole number of KiB/);
+    });
+
+    it('all OAuth settings: a client with a token URL, or a discovery URL; the token URL wins', () => {
+      expect(load({ ...BASE, ...OAUTH }).oauth).to.deep.equal({
+        clientId: 'id', clientSecret: 'oauth-s3cret', scopes: ['a', 'b'], source: { tokenUrl: new URL('https://idp.example.com/token') },
+      });
+      const discovery = 'https://idp.example.com/.well-known/openid-configuration';
+      expect(load({ ...BASE, ...OAUTH, OAUTH_TOKEN_URL: '', OAUTH_DISCOVERY: discovery }).oauth?.source).to.deep.equal({ discoveryUrl: new URL(discovery) });
+      expect(load({ ...BASE, ...OAUTH, OAUTH_DISCOVERY: discovery }).oauth?.source).to.have.property('tokenUrl');
+    });
+
+    const partial: Array<[string, Record<string, string>, RegExp]> = [
+      ['no secret', { ...OAUTH, OAUTH_CLIENT_SECRET: '' }, /^OAUTH_CLIENT_SECRET="": expected a value: OAUTH_CLIENT_ID, OAUTH_SCOPES, OAUTH_TOKEN_URL are set, and OAuth also needs OAUTH_CLIENT_SECRET$/],
+      ['no scopes', { ...OAUTH, OAUTH_SCOPES: ' , ' }, /^OAUTH_SCOPES="": expected .* also needs OAUTH_SCOPES$/],
+      ['no URL', { ...OAUTH, OAUTH_TOKEN_URL: '' }, /^OAUTH_TOKEN_URL="": expected .* also needs OAUTH_TOKEN_URL or OAUTH_DISCOVERY$/],
+      ['a discovery URL alone', { OAUTH_DISCOVERY: 'https://idp.example.com/d' },
+        /^OAUTH_CLIENT_ID="": expected a value: OAUTH_DISCOVERY is set, and OAuth also needs OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_SCOPES$/],
+    ];
+    for (const [name, env, message] of partial) {
+      it(`a partial OAuth set is an error naming what is missing: ${name}`, () => {
+        expect(configError({ ...BASE, ...env }).message).to.match(message);
+      });
+    }
+
+    it('proxies: URLs, a bare host:port meaning http://, and the lowercase names', () => {
+      const config = load({ ...BASE, HTTPS_PROXY: 'proxy.corp:3128', http_proxy: 'http://u:p@proxy.corp:8080', no_proxy: 'localhost, .svc' });
+      expect(config.httpsProxy?.href).to.equal('http://proxy.corp:3128/');
+      expect(config.httpProxy?.href).to.equal('http://u:p@proxy.corp:8080/');
+      expect(config.proxyBypass).to.deep.equal(['localhost', '.svc']);
+      expect(load(BASE, { proxyBypass: '*' }).proxyBypass).to.deep.equal(['*']);
+    });
+
+    it('a proxy URL that is not one is an error', () => {
+      expect(configError({ ...BASE, HTTPS_PROXY: 'socks5://proxy.corp:1080' }).message).to.match(/^HTTPS_PROXY="socks5:\/\/proxy.corp:1080": expected a proxy URL/);
+      expect(configError({ ...BASE, HTTP_PROXY: 'http://proxy.corp:3128/path' }).message).to.match(/^HTTP_PROXY=.*expected a proxy URL/);
+    });
+
+    it('the OAuth client secret and the proxies\' user and password are secrets to redact (as written and decoded)', () => {
+      const secrets = secretsOf(load({ ...BASE, ...OAUTH, HTTPS_PROXY: 'http://corp%20user:p%40ss@proxy.corp:3128' }));
+      expect(secrets).to.include.members(['oauth-s3cret', 'corp user', 'p@ss', 'corp%20user', 'p%40ss']);
+    });
+  });
 });

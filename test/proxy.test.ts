@@ -287,6 +287,57 @@ describe('proxy', () => {
       expect(await answered).to.equal('upstream got first;second');
     });
 
+    it('a body of exactly the limit is forwarded; one byte more is a 413 naming the limit and the setting, and nothing is forwarded', async () => {
+      await start('secret-token', 2_000, 1024);
+      const ok = await fetch(`${localUrl}/controlPlane/v1/x`, { method: 'POST', body: 'x'.repeat(1024) });
+      expect(ok.status).to.equal(200);
+      const tooLarge = await fetch(`${localUrl}/controlPlane/v1/x`, { method: 'POST', body: 'x'.repeat(1025) });
+      expect(tooLarge.status).to.equal(413);
+      expect(await tooLarge.json()).to.deep.equal({ message: 'the request body is larger than 1024 bytes, the limit set by API_PROXY_MAX_PAYLOAD_BYTES_KB' });
+      expect(seen.map((request) => request.body.length)).to.deep.equal([1024]);
+    });
+
+    it('a chunked body is cut at the limit as it streams: 413, and the upstream never gets a whole request', async () => {
+      await start('secret-token', 2_000, 1024);
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request(`${localUrl}/controlPlane/v1/x`, { method: 'POST' }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('error', reject);
+        for (let i = 0; i < 4; i++) req.write('x'.repeat(512));
+        req.end();
+      });
+      expect(status).to.equal(413);
+      expect(seen).to.deep.equal([]);
+    });
+
+    it('the credentials replace the client\'s: with OAuth, its Authorization header too; x-token and bearer both sent', async () => {
+      proxy = new ApiProxy({
+        endpoint: upstreamUrl, agents: new EgressAgents({ httpsProxy: undefined, httpProxy: undefined, proxyBypass: [] }),
+        credentials: new KeptnCredentials('secret-token', { token: () => Promise.resolve('agent-bearer'), rejected: () => undefined }),
+        timeoutMs: 2_000, maxBodyBytes: 1024, logger: logs.logger,
+      });
+      local = http.createServer((req, res) => { proxy.forward(req, res, req.url ?? '/', '', sendError); });
+      localUrl = `http://127.0.0.1:${await listen(local)}`;
+      await fetch(`${localUrl}/controlPlane/v1/x`, { headers: { 'authorization': 'Bearer client-token', 'x-token': 'client' } });
+      expect(seen[0]!.headers).to.include({ 'authorization': 'Bearer agent-bearer', 'x-token': 'secret-token' });
+    });
+
+    it('no OAuth token to be had: 502 naming why, and nothing is forwarded', async () => {
+      proxy = new ApiProxy({
+        endpoint: upstreamUrl, agents: new EgressAgents({ httpsProxy: undefined, httpProxy: undefined, proxyBypass: [] }),
+        credentials: new KeptnCredentials('', { token: () => Promise.reject(new Error('OAuth token endpoint answered 503')), rejected: () => undefined }),
+        timeoutMs: 2_000, maxBodyBytes: 1024, logger: logs.logger,
+      });
+      local = http.createServer((req, res) => { proxy.forward(req, res, req.url ?? '/', '', sendError); });
+      localUrl = `http://127.0.0.1:${await listen(local)}`;
+      const response = await fetch(`${localUrl}/controlPlane/v1/x`, { method: 'POST', body: 'x' });
+      expect(response.status).to.equal(502);
+      expect(await response.json()).to.deep.equal({ message: 'the Keptn API cannot be called: OAuth token endpoint answered 503' });
+      expect(seen).to.deep.equal([]);
+    });
+
     it('an unknown prefix is a 404 with a JSON message, and nothing is forwarded', async () => {
       await start();
       const response = await fetch(`${localUrl}/v1/metadata`);

@@ -151,6 +151,16 @@ describe('local server', () => {
     expect(await relays(metrics, 'rejected')).to.equal(2);
   });
 
+  it('the limit is maxBodyBytes (API_PROXY_MAX_PAYLOAD_BYTES_KB): exactly it passes, one byte more is a 413 naming the setting', async () => {
+    const { url } = await start({ maxBodyBytes: 2048 });
+    const skeleton = JSON.stringify({ ...EVENT, data: { blob: '' } });
+    const body = (size: number): string => JSON.stringify({ ...EVENT, data: { blob: 'x'.repeat(size - skeleton.length) } });
+    expect((await post(`${url}/event`, body(2048))).status).to.equal(202);
+    const response = await post(`${url}/event`, body(2049));
+    expect(response.status).to.equal(413);
+    expect(await response.json()).to.deep.equal({ message: 'the event is larger than 2048 bytes, the limit set by API_PROXY_MAX_PAYLOAD_BYTES_KB' });
+  });
+
   it('accepts a body of exactly 1 MiB', async () => {
     const { url } = await start();
     const skeleton = JSON.stringify({ ...EVENT, data: { blob: '' } });

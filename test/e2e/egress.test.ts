@@ -160,4 +160,33 @@ describe('e2e: OAuth and outgoing proxies', () => {
       await emulator.waitFor(() => emulator.received({ type: 'sh.keptn.event.test.finished' }).length === 1, { timeout: 15_000, what: 'the relayed event' });
     });
   });
+
+  describe('API_PROXY_HTTP_TIMEOUT and API_PROXY_MAX_PAYLOAD_BYTES_KB', () => {
+    beforeEach(async () => {
+      emulator = await startEmulator({ port: 0, token: 'e2e-limits-token' });
+      recipient = await Recipient.start();
+    });
+
+    it('a proxied call slower than API_PROXY_HTTP_TIMEOUT is a 504 naming the limit', async () => {
+      await start({ KEPTN_API_TOKEN: 'e2e-limits-token', API_PROXY_HTTP_TIMEOUT: '300ms' });
+      emulator.faults.delay('proxy', 2_000);
+      const response = await fetch(`http://127.0.0.1:${agent!.addresses.proxyPort}/controlPlane/v1/project/sockshop`);
+      expect(response.status).to.equal(504);
+      expect(await response.json()).to.deep.equal({ message: 'no answer from the Keptn API within 300 ms' });
+    });
+
+    it('API_PROXY_MAX_PAYLOAD_BYTES_KB=1: a relayed event over 1 KiB is a 413, a small one is taken', async () => {
+      await start({ KEPTN_API_TOKEN: 'e2e-limits-token', API_PROXY_MAX_PAYLOAD_BYTES_KB: '1' });
+      const task = trigger();
+      await recipient.received(1);
+      const event = { specversion: '1.0', id: 'big', source: 's', type: 'sh.keptn.event.test.started', shkeptncontext: task.shkeptncontext, triggeredid: task.id };
+      const send = (body: object): Promise<Response> => fetch(`http://127.0.0.1:${agent!.addresses.proxyPort}/event`, {
+        method: 'POST', headers: { 'content-type': 'application/cloudevents+json' }, body: JSON.stringify(body),
+      });
+      const big = await send({ ...event, data: { ...(task.data as object), blob: 'x'.repeat(1024) } });
+      expect(big.status).to.equal(413);
+      expect(((await big.json()) as { message: string }).message).to.equal('the event is larger than 1024 bytes, the limit set by API_PROXY_MAX_PAYLOAD_BYTES_KB');
+      expect((await send({ ...event, id: 'small', data: task.data })).status).to.equal(202);
+    });
+  });
 });
