@@ -15,7 +15,7 @@
 # 3. each test/helm/bad/*.yaml (over the required values) makes `helm template`
 #    fail with the message its "# expect:" lines give;
 # 4. what the renders contain: every setting of lib/settings.ts is set, the
-#    token appears only in the Secret, the relay binds 0.0.0.0 only behind
+#    token and the OAuth client secret appear only in the Secret, the relay binds 0.0.0.0 only behind
 #    its Service;
 # 5. the README's values table matches values.yaml and values.schema.json;
 # 6. helm package builds the chart archive.
@@ -160,6 +160,13 @@ grep -q "$(printf '%s' "$token" | base64)" "$all" || echo "the token is not in t
 grep -q 'kind: ConfigMap' "$all" "$req" && echo "a ConfigMap is rendered (the token must never go there)" >>"$tmp/log"
 grep -A3 -- '- name: KEPTN_API_TOKEN$' "$req" | grep -q 'secretKeyRef:' || echo "KEPTN_API_TOKEN does not come from a Secret" >>"$tmp/log"
 if [ -s "$tmp/log" ]; then not_ok "the API token only in a Secret"; else ok "the API token only in a Secret"; fi
+
+: >"$tmp/log"
+client_secret=$(sed -n 's/^  clientSecret: //p' "$all_options")
+[ "$(grep -c -F -- "$client_secret" "$all")" -eq 0 ] || echo "the OAuth client secret appears in plain text in the rendered manifests" >>"$tmp/log"
+grep -q "$(printf '%s' "$client_secret" | base64)" "$all" || echo "the OAuth client secret is not in the chart's Secret" >>"$tmp/log"
+grep -A3 -- '- name: OAUTH_CLIENT_SECRET$' "$all" | grep -q 'secretKeyRef:' || echo "OAUTH_CLIENT_SECRET does not come from a Secret" >>"$tmp/log"
+if [ -s "$tmp/log" ]; then not_ok "the OAuth client secret only in a Secret"; else ok "the OAuth client secret only in a Secret"; fi
 
 : >"$tmp/log"
 grep -A1 -- '- name: API_PROXY_BIND_ADDRESS$' "$req" | grep -q '"127.0.0.1"' || echo "defaults: relay not bound to 127.0.0.1" >>"$tmp/log"

@@ -58,6 +58,16 @@ app.kubernetes.io/part-of: keptn
 {{- default (include "keptn-distributor.fullname" .) .Values.keptn.existingSecret }}
 {{- end }}
 
+{{/* The Secret holding the OAuth client secret: oauth.existingSecret, or the one the chart creates. */}}
+{{- define "keptn-distributor.oauthSecretName" -}}
+{{- default (include "keptn-distributor.fullname" .) .Values.oauth.existingSecret }}
+{{- end }}
+
+{{/* Whether the chart creates its Secret: for a token or a client secret given as a value. */}}
+{{- define "keptn-distributor.createsSecret" -}}
+{{- if or (and .Values.keptn.apiToken (not .Values.keptn.existingSecret)) (and .Values.oauth.clientSecret (not .Values.oauth.existingSecret)) }}true{{ end }}
+{{- end }}
+
 {{/* API_PROXY_BIND_ADDRESS: all interfaces when a Service leads to the relay port. */}}
 {{- define "keptn-distributor.bindAddress" -}}
 {{- if .Values.relay.bindAddress }}
@@ -99,6 +109,14 @@ The token and the downward-API variables are set in the Deployment itself.
   (list "HTTP_EVENT_FORWARDING_ENDPOINT" $v.keptn.forwardingEndpoint)
   (list "PUBSUB_URL" $v.keptn.natsUrl)
   (list "PUBSUB_GROUP" $v.keptn.natsGroup)
+  (list "API_PROXY_HTTP_TIMEOUT" $v.keptn.apiTimeout)
+  (list "OAUTH_CLIENT_ID" $v.oauth.clientId)
+  (list "OAUTH_SCOPES" $v.oauth.scopes)
+  (list "OAUTH_TOKEN_URL" $v.oauth.tokenUrl)
+  (list "OAUTH_DISCOVERY" $v.oauth.discovery)
+  (list "HTTPS_PROXY" $v.egressProxy.https)
+  (list "HTTP_PROXY" $v.egressProxy.http)
+  (list "NO_PROXY" $v.egressProxy.noProxy)
   (list "PUBSUB_TOPIC" $v.subscription.topics)
   (list "HTTP_POLLING_INTERVAL" $v.subscription.pollingInterval)
   (list "PROJECT_FILTER" $v.filters.projects)
@@ -112,6 +130,7 @@ The token and the downward-API variables are set in the Deployment itself.
   (list "EVENT_FORWARDING_PATH" $v.relay.eventPath)
   (list "API_PROXY_PATH" $v.relay.proxyPath)
   (list "OUTBOX_MAX_AGE" $v.relay.outboxMaxAge)
+  (list "API_PROXY_MAX_PAYLOAD_BYTES_KB" $v.relay.maxPayloadKb)
   (list "HEALTH_ENDPOINT_PORT" $v.health.port)
   (list "DISABLE_REGISTRATION" (not $v.registration.enabled))
   (list "REGISTRATION_INTERVAL" $v.registration.interval)
