@@ -3,7 +3,8 @@
  * from 0.13: the access token Keptn's calls carry as `Authorization: Bearer`.
  *
  * The token is fetched when first needed, kept, and fetched anew shortly
- * before it expires (`refreshMarginMs`) or after Keptn refused it. One fetch
+ * before it expires (`REFRESH_MARGIN_MS`) or after Keptn refused it; while
+ * such a renewal fails, the token in hand serves until it expires. One fetch
  * at a time: callers arriving meanwhile share it. The token endpoint comes
  * from OAUTH_TOKEN_URL, or from the discovery document's `token_endpoint`,
  * fetched once it succeeds (a failed one is asked again on the next need).
@@ -39,6 +40,8 @@ interface Token {
   readonly value: string;
   /** When to fetch the next one (epoch ms); never for a token without `expires_in`. */
   readonly renewAt: number;
+  /** When it stops being good (epoch ms): until then it serves while a renewal fails. */
+  readonly expiresAt: number;
 }
 
 /**
@@ -76,7 +79,13 @@ export class OAuthTokenSource {
     const token = this.#token;
     if (token !== undefined && this.#now() < token.renewAt) return token.value;
     this.#fetching ??= this.#fetch().finally(() => { this.#fetching = undefined; });
-    return (await this.#fetching).value;
+    try {
+      return (await this.#fetching).value;
+    } catch (error) {
+      // A renewal failed inside the margin: the token in hand is still good for a while.
+      if (token !== undefined && this.#token === token && this.#now() < token.expiresAt) return token.value;
+      throw error;
+    }
   }
 
   /** Keptn refused `value` (401): the next call fetches a new token. */
@@ -137,7 +146,11 @@ export class OAuthTokenSource {
     }
     const expiresIn = Number(body.expires_in);
     const lifetimeMs = body.expires_in !== undefined && Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn * 1_000 : undefined;
-    return { value: body.access_token, renewAt: renewalTime(issuedAt, lifetimeMs) };
+    return {
+      value: body.access_token,
+      renewAt: renewalTime(issuedAt, lifetimeMs),
+      expiresAt: lifetimeMs === undefined ? Number.POSITIVE_INFINITY : issuedAt + lifetimeMs,
+    };
   }
 
   /** One call; the JSON of a 2xx answer, or an `OAuthError` without secrets. */

@@ -5,7 +5,7 @@
  * `sendError`: a status and a JSON `{"message"}`, never a stack.
  *
  * Routes: exactly EVENT_FORWARDING_PATH → relay (POST only, else 405; body
- * over 1 MiB → 413); a path under API_PROXY_PATH → the proxy, with
+ * over API_PROXY_MAX_PAYLOAD_BYTES_KB, 1 MiB by default → 413); a path under API_PROXY_PATH → the proxy, with
  * API_PROXY_PATH removed before the prefix is mapped; anything else → 404.
  *
  * Shutdown (`stop`): new relays and proxied calls get 503 with Retry-After,

@@ -63,6 +63,18 @@ describe('oauth', () => {
     expect(emulator.requests.oauth).to.equal(2);
   });
 
+  it('a renewal that fails inside the margin leaves the token in hand in use until it expires', async () => {
+    const tokens = source();
+    const first = await tokens.token();
+    emulator.faults.fail('oauth', { status: 503, times: 2 });
+    clock += LIFETIME_MS - 1;
+    expect(await tokens.token()).to.equal(first);
+    clock += 1;
+    const error = await tokens.token().catch((thrown: unknown) => thrown);
+    expect(error).to.be.instanceOf(OAuthError);
+    expect(await tokens.token()).to.not.equal(first);
+  });
+
   it('callers arriving while a token is fetched share that one fetch', async () => {
     const tokens = source();
     const all = await Promise.all(Array.from({ length: 10 }, () => tokens.token()));
