@@ -1,8 +1,8 @@
 /**
  * The one HTTP client for the Keptn control plane: URLs, the credentials
  * (`x-token`, OAuth bearer), time limits, TLS verification, outgoing
- * proxies, and typed calls. It knows nothing of
- * loops, retries or schedules; those belong to its callers.
+ * proxies, and typed calls. It knows nothing of loops, retries or
+ * schedules; those belong to its callers.
  *
  * Every failure leaves here as a `KeptnApiError` holding only
  * `{status, code, message}`: a got error carries its request options, the

@@ -3,15 +3,14 @@
  * `/configuration-service/…` or `/mongodb-datastore/…` on the local port and
  * the agent forwards the call to the same prefix under KEPTN_API_ENDPOINT
  * with its credentials (`x-token`, OAuth bearer), so the recipient never
- * holds them; through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says otherwise. In NATS mode
- * (no endpoint) each prefix goes to its in-cluster service, without a token,
- * as the reference does (spec §7.3.2, §11.3).
+ * holds them, through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says
+ * otherwise. In NATS mode (no endpoint) each prefix goes to its in-cluster
+ * service, without a token, as the reference does (spec §7.3.2, §11.3).
  *
  * Both bodies are streamed, never buffered. Hop-by-hop headers are dropped
  * both ways; a client's `x-token` (and `Authorization`, with OAuth) is
  * replaced by the agent's; bodies over API_PROXY_MAX_PAYLOAD_BYTES_KB get a
- * 413; multi-valued
- * headers (several `Set-Cookie`) survive; redirects are passed back, not
+ * 413; multi-valued headers (several `Set-Cookie`) survive; redirects are passed back, not
  * followed. Unlike the reference (spec §7.3, D14–D16): an unknown prefix is a
  * 404, `/controlPlaneX` is not `/controlPlane`, a path that climbs out of its
  * prefix is refused, and the `/resource/` escaping keeps what comes before
