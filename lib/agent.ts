@@ -74,8 +74,9 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   // Parts stop in reverse: error logs are flushed (the local server has drained), then the registration ends.
   // One set of credentials for every call to Keptn: the API token, and the OAuth bearer token when OAuth is on.
   const agents = egressAgentsOf(config);
-  const credentials = config.oauth === undefined ? tokenCredentials(config) : new KeptnCredentials(
-    config.connectionType === 'nats' ? '' : config.keptnApiToken,
+  // In the cluster (NATS mode) the Keptn services take no credentials, OAuth's no more than the token (spec §11.3).
+  const credentials = config.oauth === undefined || config.connectionType === 'nats' ? tokenCredentials(config) : new KeptnCredentials(
+    config.keptnApiToken,
     new OAuthTokenSource({ client: config.oauth, agents, timeoutMs: config.apiProxyHttpTimeout, logger: logger.child({ component: 'oauth' }) }),
   );
   const keptnApi = new KeptnApi(keptnApiOptions(config, config.apiProxyHttpTimeout, credentials, agents));
@@ -207,7 +208,8 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   for (const [variable, url] of [['HTTPS_PROXY', config.httpsProxy], ['HTTP_PROXY', config.httpProxy]] as const) {
     if (url) logger.info('calls to Keptn go through a proxy', { variable, proxy: url.origin, proxyBypass: config.proxyBypass });
   }
-  if (config.oauth) logger.info('OAuth is on: calls to Keptn carry a bearer token', { clientId: config.oauth.clientId, scopes: config.oauth.scopes });
+  if (config.oauth && config.connectionType === 'nats') logger.warn('the OAuth settings are not used in NATS mode: the in-cluster Keptn services take no credentials');
+  else if (config.oauth) logger.info('OAuth is on: calls to Keptn carry a bearer token', { clientId: config.oauth.clientId, scopes: config.oauth.scopes });
   if (!config.httpSslVerify) logger.warn('TLS certificate verification towards Keptn is disabled (HTTP_SSL_VERIFY=false)');
 
   const lifecycle = runParts(parts, { signal, shutdownTimeoutMs: config.shutdownTimeout, logger });

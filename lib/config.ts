@@ -76,11 +76,16 @@ export function loadConfig({ env, flags = {} }: ConfigSources): Config {
     try {
       values[key] = row.parse(text);
     } catch (error) {
-      if (error instanceof InvalidValue) throw new ConfigError(source, text, error.expected);
+      if (error instanceof InvalidValue) throw new ConfigError(source, withoutCredentials(text), error.expected);
       throw error;
     }
   }
   return Object.freeze(derive(values as unknown as SettingValues, env, flags));
+}
+
+/** A bad value as the error shows it: a URL's `user:password@` (a proxy's, NATS's) is not printed. */
+function withoutCredentials(text: string): string {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@\s]+@/i, '$1***@');
 }
 
 /** The text of one setting and the name it came from (flag, variable, alias or default). */

@@ -376,6 +376,11 @@ describe('config', () => {
       expect(load(BASE, { proxyBypass: '*' }).proxyBypass).to.deep.equal(['*']);
     });
 
+    it('a bad URL with credentials is shown without them', () => {
+      expect(configError({ ...BASE, HTTPS_PROXY: 'ftp://corp:pr0xy-pass@proxy.corp:21' }).message).to.match(/^HTTPS_PROXY="ftp:\/\/\*\*\*@proxy.corp:21": expected a proxy URL/);
+      expect(configError({ ...BASE, HTTP_PROXY: 'corp:pr0xy-pass@proxy.corp:3128/x' }).message).to.not.include('pr0xy-pass');
+    });
+
     it('a proxy URL that is not one is an error', () => {
       expect(configError({ ...BASE, HTTPS_PROXY: 'socks5://proxy.corp:1080' }).message).to.match(/^HTTPS_PROXY="socks5:\/\/proxy.corp:1080": expected a proxy URL/);
       expect(configError({ ...BASE, HTTP_PROXY: 'http://proxy.corp:3128/path' }).message).to.match(/^HTTP_PROXY=.*expected a proxy URL/);
