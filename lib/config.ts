@@ -85,7 +85,8 @@ export function loadConfig({ env, flags = {} }: ConfigSources): Config {
 
 /** A bad value as the error shows it: a URL's `user:password@` (a proxy's, NATS's) is not printed. */
 function withoutCredentials(text: string): string {
-  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@\s]+@/i, '$1***@');
+  // Up to the last `@` before the path: a password may hold a raw `@`.
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/\s]*@/i, '$1***@');
 }
 
 /** The text of one setting and the name it came from (flag, variable, alias or default). */
@@ -245,8 +246,22 @@ export function recipientUrl(recipient: string, port: number, path: string, sour
 /** The values that must never appear in any output. */
 export function secretsOf(config: Config): string[] {
   // PUBSUB_URL may carry NATS credentials: nats://user:password@host, or nats://token@host.
+  // The user name is secret only in the token form: redacting a plain user name (often a
+  // word like "keptn") would blot out every log line that mentions it.
   const nats = new URL(config.pubsubUrl);
+  const natsSecrets = nats.password !== '' ? urlEncodedAndRaw(nats.password) : urlEncodedAndRaw(nats.username);
   // A proxy URL may carry the proxy's user and password.
-  const proxies = [config.httpsProxy, config.httpProxy].flatMap((url) => (url ? [decodeURIComponent(url.username), decodeURIComponent(url.password), url.username, url.password] : []));
-  return [...new Set([config.keptnApiToken, nats.username, nats.password, config.oauthClientSecret, ...proxies])].filter((secret) => secret !== '');
+  const proxies = [config.httpsProxy, config.httpProxy].flatMap((url) => (url ? [...urlEncodedAndRaw(url.username), ...urlEncodedAndRaw(url.password)] : []));
+  return [...new Set([config.keptnApiToken, ...natsSecrets, config.oauthClientSecret, ...proxies])].filter((secret) => secret !== '');
+}
+
+/** A URL component as `URL` holds it (percent-encoded) and as the text of the setting may hold it (raw). */
+function urlEncodedAndRaw(component: string): string[] {
+  let raw = component;
+  try {
+    raw = decodeURIComponent(component);
+  } catch {
+    // A malformed escape is kept as it is: it can only appear encoded.
+  }
+  return [component, raw];
 }

@@ -46,6 +46,10 @@ function httpUrl(value: string): URL | undefined {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new InvalidValue('an absolute http(s) URL such as https://keptn.example.com/api');
   }
+  // These URLs are logged (polling, forwarding, token endpoint): credentials have settings of their own.
+  if (url.username !== '' || url.password !== '') {
+    throw new InvalidValue('a URL without user:password@ (the API token goes in KEPTN_API_TOKEN)');
+  }
   return url;
 }
 

@@ -322,8 +322,24 @@ describe('config', () => {
   });
 
   it('so are the credentials in PUBSUB_URL', () => {
-    expect(secretsOf(load({ PUBSUB_URL: 'nats://distributor:n4ts-s3cret@keptn-nats:4222' }))).to.deep.equal(['distributor', 'n4ts-s3cret']);
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://distributor:n4ts-s3cret@keptn-nats:4222' }))).to.deep.equal(['n4ts-s3cret']);
     expect(secretsOf(load({ PUBSUB_URL: 'nats://t0ken@keptn-nats' }))).to.deep.equal(['t0ken']);
+  });
+
+  it('a NATS password with a raw @ is redacted as written, not only as URL encodes it', () => {
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://keptn:p@ss@127.0.0.1:4222' }))).to.include.members(['p%40ss', 'p@ss']);
+  });
+
+  it('a plain NATS user name is not a secret: redacting "keptn" would blot out every log line', () => {
+    expect(secretsOf(load({ PUBSUB_URL: 'nats://keptn:pw@keptn-nats' }))).to.not.include('keptn');
+  });
+
+  it('a Keptn URL with user:password@ is refused: it is logged, and the token has a setting of its own', () => {
+    for (const name of ['KEPTN_API_ENDPOINT', 'HTTP_EVENT_FORWARDING_ENDPOINT', 'OAUTH_TOKEN_URL']) {
+      const error = configError({ ...BASE, [name]: 'https://user:s3cr3t@keptn.example.com/api' });
+      expect(error.message).to.match(new RegExp(`^${name}="https://\\*\\*\\*@keptn.example.com/api": expected a URL without user:password@`));
+      expect(error.message).to.not.include('s3cr3t');
+    }
   });
 
   describe('OAuth, timeout, payload limit and outgoing proxies', () => {
@@ -379,6 +395,7 @@ describe('config', () => {
     it('a bad URL with credentials is shown without them', () => {
       expect(configError({ ...BASE, HTTPS_PROXY: 'ftp://corp:pr0xy-pass@proxy.corp:21' }).message).to.match(/^HTTPS_PROXY="ftp:\/\/\*\*\*@proxy.corp:21": expected a proxy URL/);
       expect(configError({ ...BASE, HTTP_PROXY: 'corp:pr0xy-pass@proxy.corp:3128/x' }).message).to.not.include('pr0xy-pass');
+      expect(configError({ ...BASE, HTTP_PROXY: 'http://u:p@ss@proxy.corp:3128x' }).message).to.match(/^HTTP_PROXY="http:\/\/\*\*\*@proxy.corp:3128x"/);
     });
 
     it('a proxy URL that is not one is an error', () => {
