@@ -129,8 +129,25 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   return exitCode;
 }
 
+/**
+ * A bug that escapes every handler ends the process with one line: the
+ * error's stack, never the object itself. Node's default report prints all
+ * of an error's properties, and a got error carries its request headers,
+ * the token among them.
+ */
+export function exitOnEscapedErrors(stderr: Pick<Writable, 'write'> = process.stderr): void {
+  const report = (error: unknown): void => {
+    const text = error instanceof Error ? error.stack ?? error.message : String(error);
+    stderr.write(`keptn-distributor: unexpected failure: ${text}\n`);
+    process.exit(EXIT_FATAL);
+  };
+  process.on('uncaughtException', report);
+  process.on('unhandledRejection', report);
+}
+
 /** The process entry point: signals in, exit code out. */
 export function run(): void {
+  exitOnEscapedErrors();
   const controller = new AbortController();
   const onSignal = (name: NodeJS.Signals): void => {
     if (controller.signal.aborted) {

@@ -4,6 +4,7 @@
  * line `"ready"` on stdout is the readiness signal.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { readdirSync, statSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -213,5 +214,19 @@ describe('the keptn-distributor process', function () {
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }
+  });
+
+  it('an error that escapes every handler → exit 1 with its stack, not its properties (a got error carries the token)', async () => {
+    const script = `import { exitOnEscapedErrors } from ${JSON.stringify(BUILT)};
+      exitOnEscapedErrors();
+      void Promise.reject(Object.assign(new Error('boom'), { options: { headers: { 'x-token': '${TOKEN}' } } }));`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => { err += chunk.toString('utf8'); });
+    const [code] = await once(child, 'exit') as [number | null];
+    expect(code).to.equal(1);
+    expect(err).to.match(/^keptn-distributor: unexpected failure: Error: boom\n {4}at /);
+    expect(err).to.not.include(TOKEN);
   });
 });
