@@ -246,7 +246,7 @@ export const SETTINGS = {
   }),
   apiProxyHttpTimeout: setting({
     env: 'API_PROXY_HTTP_TIMEOUT', default: '30', parse: duration('positive'),
-    doc: 'Time limit of one call to Keptn (API client, relay forwarding, OAuth) and of one proxied call (504 after it): bare seconds as the reference, or a duration',
+    doc: 'Time limit of one call to Keptn (API client, relay forwarding, OAuth); for a proxied call, the longest silence from Keptn (504 when no answer comes): bare seconds as the reference, or a duration',
   }),
   apiProxyMaxPayloadBytesKb: setting({
     env: 'API_PROXY_MAX_PAYLOAD_BYTES_KB', default: '1024', parse: (v: string) => integer(v, 1, 1_048_576, 'a whole number of KiB from 1 to 1048576'),
