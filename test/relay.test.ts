@@ -76,6 +76,13 @@ describe('relay input', () => {
     it('accepts the reference forwarder test fixtures (data "")', () => {
       accepted(parse(CE_JSON, { specversion: '1.0', id: '1', source: 'test', type: 'sh.keptn.events.task.started', data: '' }));
     });
+
+    it('Test_decodeCloudEvent (spec §14.8): a 1.0 event with data "" and shkeptncontext decodes; an empty body does not', () => {
+      const input = accepted(parse(CE_JSON, { specversion: '1.0', id: '1', source: 'test', type: 'sh.keptn.events.task.started', shkeptncontext: 'ctx', data: '' }));
+      expect(input.event).to.include({ specversion: '1.0', type: 'sh.keptn.events.task.started', shkeptncontext: 'ctx' });
+      const empty = parse(CE_JSON, '');
+      expect(empty.ok).to.equal(false);
+    });
   });
 
   describe('bad input answers 400 saying what is wrong', () => {

@@ -107,7 +107,7 @@ describe('e2e: NATS mode', function () {
     return values.reduce((sum, value) => sum + value.value, 0);
   }
 
-  it('dispatches an event published on a subscribed subject to the recipient, as a structured CloudEvent', async () => {
+  it('Test_ReceiveFromNATSAndForwardEvent (spec §14.7): dispatches an event published on a subscribed subject to the recipient, as a structured CloudEvent', async () => {
     const to = await recipient();
     await agent({ PUBSUB_TOPIC: DEPLOYMENT }, to);
     const event = triggered('delivered-1');
@@ -218,7 +218,7 @@ describe('e2e: NATS mode', function () {
     expect(new Set(replicas)).to.deep.equal(new Set(ids));
   });
 
-  it('publishes a relayed event on the subject equal to its type, unchanged', async () => {
+  it('Test_ForwardEventsToNATS (spec §14.4): publishes a relayed event on the subject equal to its type, unchanged', async () => {
     const to = await recipient();
     const running = await agent({ PUBSUB_TOPIC: DEPLOYMENT }, to);
     const seen: Array<Record<string, unknown>> = [];
