@@ -9,7 +9,9 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { Readiness } from './readiness.ts';
 import { HealthServer } from './health.ts';
 import { KEPTN_API_TIMEOUT_MS, KeptnApi, keptnApiOptions } from './keptn-api.ts';
-import { Registration, integrationOf } from './registration.ts';
+import { Registration, integrationIdOf1x, integrationOf } from './registration.ts';
+import { Heartbeat } from './heartbeat.ts';
+import { SubscriptionSet, subscriptionsFromEnvironment } from './subscriptions.ts';
 import { UniformLog } from './uniform-log.ts';
 import { Poller } from './poller.ts';
 import { Dispatcher } from './dispatcher.ts';
@@ -71,13 +73,19 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   // — registration and error-log forwarding (issue 6)
   // Parts stop in reverse: error logs are flushed (the local server has drained), then the registration ends.
   const keptnApi = new KeptnApi(keptnApiOptions(config));
+  // What the poller polls: the environment's subscriptions until a 1.x control plane's heartbeat says otherwise.
+  const seeds = subscriptionsFromEnvironment(config.pubsubTopic, filterFromConfig(config));
+  const subscriptions = new SubscriptionSet(seeds, 'environment');
+  metrics.subscriptions.set(seeds.length);
   let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
+  let heartbeat: Heartbeat | undefined;
   if (config.controlPlaneUrl === undefined) {
     logger.warn('registration and error-log forwarding are off: they need KEPTN_API_ENDPOINT (or NATS mode)');
   } else {
+    const integration = integrationOf(config);
     const registration = config.disableRegistration ? undefined : new Registration({
       api: keptnApi,
-      integration: integrationOf(config),
+      integration,
       intervalMs: config.registrationInterval,
       unregisterOnShutdown: config.unregisterOnShutdown,
       logger: logger.child({ component: 'registration' }),
@@ -90,7 +98,31 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
       logger: logger.child({ component: 'uniform-log' }),
       metrics,
     });
-    if (registration) parts.push(registration);
+    if (registration) {
+      parts.push(registration);
+      logger.info('integration identity', {
+        name: integration.name, namespace: integration.metadata.kubernetesmetadata.namespace, nodeName: integration.metadata.hostname,
+        // What a 1.x control plane calls it; execution planes sharing it are one integration there.
+        integrationId1x: integrationIdOf1x(integration),
+      });
+    }
+    // NATS mode keeps its PUBSUB_TOPIC subjects (see README, "Keptn 1.x control planes").
+    if (registration && config.connectionType === 'http' && config.keptnApiVersion !== '0.8') {
+      heartbeat = new Heartbeat({
+        api: keptnApi,
+        registration,
+        subscriptions,
+        seeds,
+        apiVersion: config.keptnApiVersion,
+        intervalMs: config.heartbeatInterval,
+        logger: logger.child({ component: 'heartbeat' }),
+        metrics,
+      });
+      parts.push(heartbeat);
+      if (config.unregisterOnShutdown) {
+        logger.warn('UNREGISTER_ON_SHUTDOWN=true: on a 1.x control plane, unregistering deletes the subscriptions users edited in the Bridge');
+      }
+    }
     parts.push(uniformLog);
     errorLogs = uniformLog;
   }
@@ -167,15 +199,19 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
       setReady: readiness.declare('nats', 'not subscribed to NATS yet'),
     }));
   } else {
+    if (config.connectionType === 'http' && heartbeat === undefined) {
+      logger.info('Keptn 0.8 control plane assumed: subscriptions come from the environment (PUBSUB_TOPIC and *_FILTER)', {
+        reason: config.keptnApiVersion === '0.8' ? 'KEPTN_API_VERSION=0.8' : 'the 1.x heartbeat needs the registration, which is off',
+      });
+    }
     parts.push(new Poller({
       api: keptnApi,
-      topics: config.pubsubTopic,
+      subscriptions,
       intervalMs: config.httpPollingInterval,
       store: config.stateDir === ''
         ? new MemoryDedupStore()
         : new FileDedupStore({ dir: config.stateDir, logger: logger.child({ component: 'dedup' }) }),
       dispatcher,
-      filter: filterFromConfig(config),
       logger: logger.child({ component: 'poller' }),
       metrics,
       setReady: readiness.declare('poller', 'no poll cycle completed yet'),
@@ -190,6 +226,7 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     forwardingUrl: config.forwardingUrl?.href ?? 'NATS',
     recipient: config.recipientUrl.href,
     topics: config.pubsubTopic,
+    ...(config.connectionType === 'http' && { keptnApiVersion: config.keptnApiVersion }),
   });
   if (!config.httpSslVerify) logger.warn('TLS certificate verification towards Keptn is disabled (HTTP_SSL_VERIFY=false)');
 

@@ -138,6 +138,14 @@ export const SETTINGS = {
     env: 'HTTP_POLLING_INTERVAL', default: '10', parse: duration('positive'),
     doc: 'Time between poll cycles: bare seconds, or a duration such as 250ms, 2s, 1m30s',
   }),
+  keptnApiVersion: setting({
+    env: 'KEPTN_API_VERSION', default: 'auto', parse: oneOf('auto', '0.8', '1.x'),
+    doc: 'Keptn control plane generation: 0.8 (subscriptions from PUBSUB_TOPIC and *_FILTER), 1.x (0.9 to 1.4: the control plane owns the subscriptions, sent with the heartbeat), or auto (decided from the heartbeat answer)',
+  }),
+  heartbeatInterval: setting({
+    env: 'HEARTBEAT_INTERVAL', default: '10s', parse: duration('positive'),
+    doc: 'Time between heartbeats to a 1.x control plane; each answer brings the current subscriptions',
+  }),
   registrationInterval: setting({
     env: 'REGISTRATION_INTERVAL', default: '10s', parse: duration('positive'),
     doc: 'Time between re-registrations with the control plane',
@@ -217,7 +225,7 @@ export const SETTINGS = {
   }),
   unregisterOnShutdown: setting({
     env: 'UNREGISTER_ON_SHUTDOWN', default: 'false', boolean: true, parse: bool,
-    doc: 'true: delete the registration at shutdown',
+    doc: 'true: delete the registration at shutdown (on a 1.x control plane this deletes the subscriptions users edited too)',
   }),
   shutdownTimeout: setting({ env: 'SHUTDOWN_TIMEOUT', default: '20s', parse: duration('zero'), doc: 'Grace period for in-flight work at shutdown' }),
   outboxMaxAge: setting({

@@ -5,6 +5,7 @@ import { loadConfig } from '../lib/config.ts';
 import { MemoryDedupStore } from '../lib/dedup/memory.ts';
 import { Dispatcher } from '../lib/dispatcher.ts';
 import { filterFromConfig } from '../lib/filters.ts';
+import { SubscriptionSet, subscriptionsFromEnvironment } from '../lib/subscriptions.ts';
 import { KeptnApi, keptnApiOptions, type TriggeredEventsPage } from '../lib/keptn-api.ts';
 import { createMetrics, type Metrics } from '../lib/metrics.ts';
 import { MAX_BACKOFF_MS, PAGE_SIZE, Poller, backoffMs, fetchOpenEvents, pollTimeoutMs, type PollerOptions } from '../lib/poller.ts';
@@ -38,6 +39,11 @@ function ev(id: string, extra: Record<string, unknown> = {}): Record<string, unk
 
 function page(events: unknown[], more: Partial<{ nextPageKey: string; totalCount: number }> = {}): Record<string, unknown> {
   return { events, nextPageKey: '0', ...more };
+}
+
+/** The environment's subscriptions to `topics`, without filter. */
+function unfiltered(...topics: string[]): SubscriptionSet {
+  return new SubscriptionSet(subscriptionsFromEnvironment(topics, { projects: [], stages: [], services: [] }), 'environment');
 }
 
 describe('poller', () => {
@@ -199,11 +205,10 @@ describe('poller', () => {
       const config = loadConfig({ env: env(extraEnv) });
       const created = new Poller({
         api: new KeptnApi(keptnApiOptions(config, 5_000)),
-        topics: config.pubsubTopic,
+        subscriptions: new SubscriptionSet(subscriptionsFromEnvironment(config.pubsubTopic, filterFromConfig(config)), 'environment'),
         intervalMs: 20,
         store,
         dispatcher,
-        filter: filterFromConfig(config),
         logger: logs.logger,
         metrics,
         random: () => 0.5,
@@ -465,9 +470,9 @@ describe('poller', () => {
     } = {}): Poller {
       const metrics = createMetrics({ defaultMetrics: false });
       return new Poller({
-        api, topics: [TOPIC, TOPIC2], intervalMs: 10, store,
+        api, subscriptions: unfiltered(TOPIC, TOPIC2), intervalMs: 10, store,
         dispatcher: new Dispatcher({ recipientUrl: new URL('http://127.0.0.1:9'), timeoutMs: 100, concurrency: 1, logger: logs.logger, metrics }),
-        filter: { projects: [], stages: [], services: [] }, logger: logs.logger, metrics, ...(sleep && { sleep }),
+        logger: logs.logger, metrics, ...(sleep && { sleep }),
       });
     }
 
@@ -512,8 +517,7 @@ describe('poller', () => {
       const metrics = createMetrics({ defaultMetrics: false });
       let queued = 5;
       const p = new Poller({
-        api, topics: [TOPIC, TOPIC2], intervalMs: 10, store: new MemoryDedupStore(), logger: logs.logger, metrics,
-        filter: { projects: [], stages: [], services: [] },
+        api, subscriptions: unfiltered(TOPIC, TOPIC2), intervalMs: 10, store: new MemoryDedupStore(), logger: logs.logger, metrics,
         dispatcher: {
           dispatch: () => Promise.reject(new Error('nothing to dispatch here')),
           stop: async () => undefined,

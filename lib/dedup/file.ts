@@ -147,6 +147,10 @@ export class FileDedupStore implements DedupStore {
     return count;
   }
 
+  ids(topic: string): readonly string[] {
+    return this.#ids.ids(topic);
+  }
+
   size(topic?: string): number {
     return this.#ids.size(topic);
   }
