@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isRecord, isTriggeredType } from './event-model.ts';
+import type { EmulatedApiVersion } from './keptn-routes.ts';
 import { startEmulator, type Emulator } from './server.ts';
 
 /** As in lib/cli.ts. */
@@ -35,6 +36,7 @@ export interface EmulateOptions {
   readonly host?: string;
   readonly token?: string;
   readonly paginationBug?: boolean;
+  readonly apiVersion?: EmulatedApiVersion;
 }
 
 export interface TriggerOptions {
@@ -61,6 +63,8 @@ export function addEmulatorCommands(program: Command, io: EmulatorCommandIo): vo
     .addOption(new Option('--port <port>', 'port to listen on (0: any free port)').default(8090).argParser(parsePort))
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--token <token>', 'require this x-token on the Keptn API routes (default: no token needed)')
+    .addOption(new Option('--api-version <version>', 'the control plane generation: 0.8 (PUBSUB_TOPIC subscriptions) or 1.x (subscriptions, heartbeat, subscription API)')
+      .choices(['0.8', '1.x']).default('0.8'))
     .option('--pagination-bug', "reproduce the 0.8.x shipyard-controller's pagination bug (later pages repeat the first items)")
     .action(async (options: EmulateOptions) => {
       io.setExitCode(await emulate(options, io));
@@ -93,6 +97,7 @@ export async function emulate(options: EmulateOptions, io: CommandIo): Promise<n
       port, host, log: io.out,
       ...(options.token !== undefined && { token: options.token }),
       ...(options.paginationBug !== undefined && { paginationBug: options.paginationBug }),
+      ...(options.apiVersion !== undefined && { apiVersion: options.apiVersion }),
     });
   } catch (error) {
     io.err(`keptn-distributor emulate: cannot listen on ${host}:${port}: ${reasonOf(error)}`);
@@ -100,7 +105,8 @@ export async function emulate(options: EmulateOptions, io: CommandIo): Promise<n
   }
   const token = options.token ? ` KEPTN_API_TOKEN=${shellWord(options.token)}` : '';
   io.out(`keptn control-plane emulator listening on ${emulator.url}; point an agent at it with `
-    + `KEPTN_API_ENDPOINT=${emulator.url}${token} PUBSUB_TOPIC=sh.keptn.event.test.triggered`);
+    + `KEPTN_API_ENDPOINT=${emulator.url}${token} PUBSUB_TOPIC=sh.keptn.event.test.triggered`
+    + (options.apiVersion === '1.x' ? ' (Keptn 1.x: subscriptions under …/uniform/registration/<id>/subscription)' : ''));
   if (!io.signal.aborted) await new Promise<void>((resolve) => io.signal.addEventListener('abort', () => resolve(), { once: true }));
   await emulator.close();
   return EXIT_OK;
