@@ -131,6 +131,13 @@ describe('poller', () => {
       expect(poll).to.deep.include({ kind: 'complete', entries: [], totalCount: 0 });
     });
 
+    it('sends stage and service too when given (single-value subscription filters, as the 1.x reference)', async () => {
+      nock(ENDPOINT).get(path(TOPIC)).query({ pageSize: String(PAGE_SIZE), stage: 'dev', service: 'carts' })
+        .reply(200, page([ev('a')]));
+      const poll = await fetch({}, { stage: 'dev', service: 'carts' });
+      expect(poll.kind).to.equal('complete');
+    });
+
     it('… also when the project filter is part of HTTP_EVENT_POLLING_ENDPOINT', async () => {
       nock(ENDPOINT).get('/api/controlPlane/v1/event/triggered/' + TOPIC).query({ pageSize: String(PAGE_SIZE), project: 'sockshop' })
         .reply(500, { code: 500, message: 'no matching event found' });
