@@ -75,7 +75,10 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   const keptnApi = new KeptnApi(keptnApiOptions(config));
   // What the poller polls: the environment's subscriptions until a 1.x control plane's heartbeat says otherwise.
   const seeds = subscriptionsFromEnvironment(config.pubsubTopic, filterFromConfig(config));
-  const subscriptions = new SubscriptionSet(seeds, 'environment');
+  // Unsettled while a heartbeat may bring the control plane's (HTTP mode with registration, not 0.8).
+  const heartbeatPossible = config.connectionType === 'http' && config.controlPlaneUrl !== undefined
+    && !config.disableRegistration && config.keptnApiVersion !== '0.8';
+  const subscriptions = new SubscriptionSet(seeds, 'environment', { settled: !heartbeatPossible });
   metrics.subscriptions.set(seeds.length);
   let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
   let heartbeat: Heartbeat | undefined;

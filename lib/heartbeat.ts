@@ -137,6 +137,7 @@ export class Heartbeat implements Part {
     const status = error instanceof KeptnApiError ? error.status : undefined;
     if (this.#generation === undefined && (status === 404 || status === 405)) {
       this.#decide('0.8', `the control plane has no heartbeat route (${String(status)})`);
+      this.#options.subscriptions.settle();
       this.#options.metrics.heartbeatOk.set(0);
       return 'is-0.8';
     }

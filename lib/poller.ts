@@ -193,7 +193,7 @@ function idOf(entry: unknown): string | undefined {
 export interface PollerOptions {
   readonly api: PollingApi;
   /** What to poll: read at the start of every cycle. */
-  readonly subscriptions: { readonly current: readonly Subscription[] };
+  readonly subscriptions: { readonly current: readonly Subscription[]; readonly settled: boolean };
   readonly intervalMs: number;
   readonly store: DedupStore;
   readonly dispatcher: Pick<Dispatcher, 'dispatch' | 'stop' | 'queued' | 'whenQueueEmpty'>;
@@ -221,6 +221,8 @@ export class Poller implements Part {
   readonly #noticed = new Map<string, Set<string>>();
   /** The subscriptions the last cycle polled. */
   #polled: readonly Subscription[] = [];
+  /** Whether the records of subscriptions no longer in force were dropped. */
+  #pruned = false;
   readonly #dispatches = new Set<Promise<void>>();
   #loop: Promise<void> | undefined;
   #failures = 0;
@@ -245,11 +247,20 @@ export class Poller implements Part {
   }
 
   async start(): Promise<void> {
-    const { store, subscriptions, logger } = this.#options;
+    const { store, subscriptions } = this.#options;
     await store.open();
     this.#polled = subscriptions.current;
-    const dropped = store.retainTopics(new Set(this.#polled.map(dedupKeyOf)));
-    if (dropped > 0) logger.info('forgot the dedup record of subscriptions no longer polled', { ids: dropped });
+    if (!subscriptions.settled) {
+      // Until the heartbeat answers, the environment's subscriptions stand in for the control plane's
+      // of the earlier run: they must not dispatch again what those handed over.
+      for (const subscription of this.#polled) {
+        const key = dedupKeyOf(subscription);
+        for (const earlier of store.topics().filter((topic) => topic.startsWith(`${subscription.event}#`))) {
+          for (const id of store.ids(earlier)) store.add(key, id);
+        }
+      }
+    }
+    this.#pruneWhenSettled();
     this.#loop = this.#run();
   }
 
@@ -265,6 +276,7 @@ export class Poller implements Part {
   async pollOnce(): Promise<boolean> {
     const subscriptions = this.#options.subscriptions.current;
     if (subscriptions !== this.#polled) await this.#follow(subscriptions);
+    this.#pruneWhenSettled();
     let retryAfter: number | undefined;
     const results = await Promise.all(subscriptions.map(async (subscription) => {
       const poll = await this.#pollSubscription(subscription);
@@ -346,16 +358,22 @@ export class Poller implements Part {
         }
       }
     }
-    const dropped = store.retainTopics(keys);
     for (const subscription of removed) {
       this.#states.delete(dedupKeyOf(subscription));
       this.#noticed.delete(dedupKeyOf(subscription));
     }
-    logger.info('polling follows the new subscriptions', {
-      subscriptions: subscriptions.map(describeSubscription), ...(dropped > 0 && { forgottenIds: dropped }),
-    });
+    logger.info('polling follows the new subscriptions', { subscriptions: subscriptions.map(describeSubscription) });
     metrics.subscriptions.set(subscriptions.length);
     this.#polled = subscriptions;
+    this.#pruned = false;
+  }
+
+  /** Once the subscriptions are known, frees the records of every other subscription. */
+  #pruneWhenSettled(): void {
+    if (this.#pruned || !this.#options.subscriptions.settled) return;
+    this.#pruned = true;
+    const dropped = this.#options.store.retainTopics(new Set(this.#polled.map(dedupKeyOf)));
+    if (dropped > 0) this.#options.logger.info('forgot the dedup record of subscriptions no longer polled', { ids: dropped });
   }
 
   async #pollSubscription(subscription: Subscription): Promise<TopicPoll> {

@@ -95,10 +95,27 @@ export function withSubscriptionId(event: KeptnCloudEvent, subscription: Subscri
 export class SubscriptionSet {
   #current: readonly Subscription[];
   #source: SubscriptionSource;
+  #settled: boolean;
 
-  constructor(initial: readonly Subscription[], source: SubscriptionSource) {
+  /** `settled: false` while a heartbeat may still replace the initial subscriptions. */
+  constructor(initial: readonly Subscription[], source: SubscriptionSource, { settled = true }: { settled?: boolean } = {}) {
     this.#current = initial;
     this.#source = source;
+    this.#settled = settled;
+  }
+
+  /**
+   * Whether the source is known: until then the dedup records of earlier
+   * subscriptions (an earlier run's control-plane ones) are kept, since the
+   * control plane may bring them back.
+   */
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  /** The source answered: what is in force now is what it says. */
+  settle(): void {
+    this.#settled = true;
   }
 
   get current(): readonly Subscription[] {
@@ -111,6 +128,7 @@ export class SubscriptionSet {
 
   /** Replaces the subscriptions; returns false when nothing changed. */
   replace(subscriptions: readonly Subscription[], source: SubscriptionSource): boolean {
+    this.#settled = true;
     if (source === this.#source && sameSubscriptions(subscriptions, this.#current)) return false;
     this.#current = subscriptions;
     this.#source = source;

@@ -147,6 +147,10 @@ export class FileDedupStore implements DedupStore {
     return count;
   }
 
+  topics(): readonly string[] {
+    return this.#ids.topics();
+  }
+
   ids(topic: string): readonly string[] {
     return this.#ids.ids(topic);
   }

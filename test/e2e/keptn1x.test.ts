@@ -3,6 +3,9 @@
  * 1.x mode (subscriptions owned by the control plane, heartbeat, subscription
  * API) and in 0.8 mode (KEPTN_API_VERSION=auto must tell them apart).
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import { startEmulator, type Emulator } from '../../lib/emulator/server.ts';
 import type { Subscription } from '../../lib/emulator/state.ts';
@@ -168,6 +171,32 @@ describe('e2e: Keptn 1.x control planes', () => {
     await agentFollows(1, since);
     await polledAgain();
     expect(recipient.requests.map((request) => eventOf(request).id)).to.deep.equal([open.id]);
+  });
+
+  it('with STATE_DIR, a restart dispatches nothing again: not before the heartbeat answers, nor after', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'keptn1x-e2e-'));
+    try {
+      agent = await start('1.x', { STATE_DIR: dir });
+      const { id: second } = await subscriptionApi('POST', '', { event: DEPLOYMENT, filter: { stages: ['dev'] } });
+      await agentFollows(2);
+      const open = emulator.trigger({ type: DEPLOYMENT, project: 'sockshop', stage: 'dev', service: 'carts' });
+      await recipient.received(2);
+      await agent.stop();
+      agent = undefined;
+
+      // The same integration (name, namespace, node name) and the same STATE_DIR, against the same control plane.
+      agent = await startTestAgent({
+        KEPTN_API_ENDPOINT: `${emulator.url}/api`, KEPTN_API_TOKEN: TOKEN, PUBSUB_TOPIC: DEPLOYMENT, DISABLE_REGISTRATION: 'false',
+        K8S_DEPLOYMENT_NAME: 'my-service', K8S_NAMESPACE: 'plane-a', K8S_NODE_NAME: 'node-1', HEARTBEAT_INTERVAL: '20ms',
+        STATE_DIR: dir, ...recipient.env,
+      });
+      await agentFollows(2);
+      await polledAgain();
+      const stamped = recipient.requests.map((request) => [eventOf(request).id, eventOf(request).data.temporaryData?.distributor?.subscriptionID]);
+      expect(stamped).to.have.deep.members([[open.id, subscriptions()[0]!.id], [open.id, second]]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('auto against a 0.8 control plane: the ping is 404, 0.8 is decided once, events go out as they are', async () => {
