@@ -58,7 +58,11 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   const parts: Part[] = [];
 
   // — health and metrics server (issue 6)
-  const health = new HealthServer({ port: config.healthEndpointPort, readiness, metrics, logger: logger.child({ component: 'health' }) });
+  // Filled in below, once the parts it reports on exist.
+  let readyDetails: () => Record<string, unknown> = () => ({});
+  const health = new HealthServer({
+    port: config.healthEndpointPort, readiness, metrics, logger: logger.child({ component: 'health' }), details: () => readyDetails(),
+  });
   parts.push({
     name: health.name,
     start: async () => {
@@ -128,6 +132,13 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     }
     parts.push(uniformLog);
     errorLogs = uniformLog;
+  }
+  if (config.connectionType === 'http') {
+    readyDetails = () => ({
+      keptnApiVersion: heartbeat === undefined ? '0.8' : heartbeat.generation ?? 'undecided',
+      subscriptions: { source: subscriptions.source, count: subscriptions.current.length },
+      ...(heartbeat !== undefined && heartbeat.generation !== '0.8' && { heartbeat: { failures: heartbeat.failures } }),
+    });
   }
 
   // — NATS connection (issue 10): in NATS mode, events come in and relayed events go out through it.

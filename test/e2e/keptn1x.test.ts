@@ -95,7 +95,16 @@ describe('e2e: Keptn 1.x control planes', () => {
       ...task.data, temporaryData: { distributor: { subscriptionID: seeded!.id } },
     });
     expect(agent.logs.entries().some((entry) => entry.message === 'integration identity' && entry.nodeName === 'node-1')).to.equal(true);
+    expect(await ready()).to.deep.include({
+      keptnApiVersion: '1.x', subscriptions: { source: 'control plane', count: 1 }, heartbeat: { failures: 0 },
+    });
   });
+
+  /** The body of the agent's /ready. */
+  async function ready(): Promise<Record<string, unknown>> {
+    const response = await fetch(`http://127.0.0.1:${agent!.addresses.healthPort}/ready`);
+    return await response.json() as Record<string, unknown>;
+  }
 
   it('subscriptions added, changed and removed in the control plane change what is polled, without a restart', async () => {
     agent = await start('1.x');
@@ -213,5 +222,6 @@ describe('e2e: Keptn 1.x control planes', () => {
     // Listening began after the start: the one ping may have been answered before; none follows.
     expect(pings.filter((status) => status !== 404)).to.deep.equal([]);
     expect(pings.length).to.be.at.most(1);
+    expect(await ready()).to.deep.equal({ status: 'ready', keptnApiVersion: '0.8', subscriptions: { source: 'environment', count: 1 } });
   });
 });
