@@ -38,6 +38,22 @@ describe('emulator: the Keptn 1.x uniform (--api-version 1.x)', () => {
     expect(emulator.registrations()[0]?.subscriptions?.map((subscription) => subscription.event)).to.deep.equal([TYPE, 'sh.keptn.event.test.triggered']);
   });
 
+  it('prints a line for each subscription added, changed or removed', async () => {
+    const lines: string[] = [];
+    const emulator = await emulatorWith({ port: 0, apiVersion: '1.x', log: (line) => lines.push(line) });
+    const { body: { id } } = await call(`${emulator.url}${REGISTRATION}`, { json: body([]) });
+    const base = `${emulator.url}${REGISTRATION}/${String(id)}/subscription`;
+    const { body: { id: subscription } } = await call(base, { json: { event: TYPE, filter: { stages: ['dev'] } } });
+    await call(`${base}/${String(subscription)}`, { method: 'PUT', json: { event: TYPE, filter: { projects: ['p'] } } });
+    await call(`${base}/${String(subscription)}`, { method: 'DELETE' });
+    const changes = lines.filter((line) => line.includes('⇄ subscription')).map((line) => line.slice(9).replace(/id \S+$/, 'id …'));
+    expect(changes).to.deep.equal([
+      `⇄ subscription added my-service  ${TYPE}  stage=dev  id …`,
+      `⇄ subscription changed my-service  ${TYPE}  project=p  id …`,
+      `⇄ subscription removed my-service  ${TYPE}  project=p  id …`,
+    ]);
+  });
+
   it('refuses a subscription without event, or with services but no stage (400); unknown ids are 404', async () => {
     const emulator = await emulatorWith({ port: 0, apiVersion: '1.x' });
     const { body: { id } } = await call(`${emulator.url}${REGISTRATION}`, { json: body([]) });
