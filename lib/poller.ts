@@ -223,6 +223,13 @@ export class Poller implements Part {
   #polled: readonly Subscription[] = [];
   /** Whether the records of subscriptions no longer in force were dropped. */
   #pruned = false;
+  /** Per dedup key: ids whose dispatch waits for a slot (not sent yet). */
+  readonly #waiting = new Map<string, Set<string>>();
+  /**
+   * Per removed dedup key: the keys that took its record over. A dispatch
+   * that fails after the change releases the id there too, so it goes out again.
+   */
+  readonly #successors = new Map<string, readonly string[]>();
   readonly #dispatches = new Set<Promise<void>>();
   #loop: Promise<void> | undefined;
   #failures = 0;
@@ -343,18 +350,27 @@ export class Poller implements Part {
    * Takes on a new set of subscriptions: a new subscription takes over the
    * dedup record of a removed one of the same event type (the same task seen
    * through another subscription), then the records of removed ones are freed.
+   *
+   * Ids still waiting for a dispatch slot are not taken over: their dispatch
+   * is cancelled (its record is gone) and the new subscription dispatches
+   * them. Every decision is made before the first `await`, so no dispatch
+   * slips between them.
    */
   async #follow(subscriptions: readonly Subscription[]): Promise<void> {
     const { store, logger, metrics } = this.#options;
     const keys = new Set(subscriptions.map(dedupKeyOf));
     const removed = this.#polled.filter((subscription) => !keys.has(dedupKeyOf(subscription)));
     const previousKeys = new Set(this.#polled.map(dedupKeyOf));
+    const takenOver: Array<[key: string, id: string]> = [];
     for (const added of subscriptions.filter((subscription) => !previousKeys.has(dedupKeyOf(subscription)))) {
       const to = dedupKeyOf(added);
       for (const predecessor of removed.filter((subscription) => subscription.event === added.event)) {
-        for (const id of store.ids(dedupKeyOf(predecessor))) {
+        const from = dedupKeyOf(predecessor);
+        this.#successors.set(from, [...(this.#successors.get(from) ?? []), to]);
+        for (const id of store.ids(from)) {
+          if (this.#waiting.get(from)?.has(id) === true) continue;
           store.add(to, id);
-          await store.persist(to, id);
+          takenOver.push([to, id]);
         }
       }
     }
@@ -362,10 +378,12 @@ export class Poller implements Part {
       this.#states.delete(dedupKeyOf(subscription));
       this.#noticed.delete(dedupKeyOf(subscription));
     }
-    logger.info('polling follows the new subscriptions', { subscriptions: subscriptions.map(describeSubscription) });
-    metrics.subscriptions.set(subscriptions.length);
     this.#polled = subscriptions;
     this.#pruned = false;
+    this.#pruneWhenSettled();
+    logger.info('polling follows the new subscriptions', { subscriptions: subscriptions.map(describeSubscription) });
+    metrics.subscriptions.set(subscriptions.length);
+    for (const [key, id] of takenOver) await store.persist(key, id);
   }
 
   /** Once the subscriptions are known, frees the records of every other subscription. */
@@ -462,17 +480,29 @@ export class Poller implements Part {
     const { store, dispatcher, logger } = this.#options;
     const topic = event.type;
     if (logger.isDebugEnabled()) logger.debug('new triggered event', { keptnContext: event.shkeptncontext, eventId: event.id, topic });
+    const waiting = this.#waiting.get(key) ?? new Set<string>();
+    this.#waiting.set(key, waiting);
+    waiting.add(event.id);
+    const sent = (): void => {
+      waiting.delete(event.id);
+      if (waiting.size === 0 && this.#waiting.get(key) === waiting) this.#waiting.delete(key);
+    };
     const done = dispatcher.dispatch(topic, event, {
       beforeSend: async () => {
+        sent();
         // A complete poll dropped it (or its subscription went away) while it waited for a slot: nothing to send.
         if (!store.has(key, event.id)) throw new Error('the control plane no longer lists it');
         await store.persist(key, event.id);
       },
     }).then((outcome) => {
-      if (outcome.kind === 'failed' || outcome.kind === 'cancelled') store.release(key, event.id);
+      if (outcome.kind !== 'failed' && outcome.kind !== 'cancelled') return;
+      store.release(key, event.id);
+      // Only a sent dispatch can have been taken over (one still waiting was not): a cancelled one leaves the successors alone.
+      if (outcome.kind === 'failed') for (const successor of this.#successors.get(key) ?? []) store.release(successor, event.id);
     }).catch((error: unknown) => {
       logger.error('dispatch bookkeeping failed', { eventId: event.id, error: error instanceof Error ? error.message : String(error) });
     }).finally(() => {
+      sent();
       this.#dispatches.delete(done);
     });
     this.#dispatches.add(done);
