@@ -152,7 +152,7 @@ export const SETTINGS = {
   }),
   pubsubTopic: setting({
     env: 'PUBSUB_TOPIC', default: '', parse: list,
-    doc: 'Comma-separated event types: HTTP mode polls these exact types (required); NATS mode subscribes to them as subjects, wildcards allowed (sh.keptn.>)',
+    doc: 'Comma-separated event types: HTTP mode polls these exact types (required with KEPTN_API_VERSION=0.8; on a 1.x control plane they seed the subscriptions while it lists none); NATS mode subscribes to them as subjects, wildcards allowed (sh.keptn.>)',
   }),
   pubsubRecipient: setting({
     env: 'PUBSUB_RECIPIENT', default: 'http://127.0.0.1', parse: text,

@@ -3,6 +3,7 @@
  * public gateway: shipyard-controller (`/controlPlane`), api-service (`/v1`),
  * mongodb-datastore and configuration-service. Answers follow the wire
  * formats of the spec; where they knowingly differ, the comment says so.
+ * In 1.x mode the uniform routes are those of `uniform-1x.ts`.
  */
 import { takeInEvent } from './event-intake.ts';
 import { isRecord, type TriggerRequest, type TriggeredEvent } from './event-model.ts';
