@@ -99,9 +99,10 @@ export function integrationIdOf(integration: Integration): string {
 /**
  * The id a 1.x control plane gives this integration (spec §12; shipyard-controller
  * `Register`, go-utils `IntegrationID.Hash`): the hex SHA-1 of
- * `<name>-<namespace>-<metadata.hostname>`. Filters are no longer part of it,
- * so two execution planes with the same name, namespace and node name are one
- * integration to the control plane: they must differ in one of them.
+ * `<name>-<namespace>-<metadata.hostname>` when it is new. Filters are no
+ * longer part of it, and an existing integration is found by name and
+ * namespace alone: two execution planes must differ in name or namespace to
+ * be two integrations.
  */
 export function integrationIdOf1x(integration: Integration): string {
   const key = `${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${integration.metadata.hostname}`;

@@ -125,7 +125,7 @@ describe('registration', () => {
       expect(integrationIdOf(integration)).to.equal('adf006ef73806b4c4ebf87307e030ad6fec90d3f');
     });
 
-    it('the 1.x id is the SHA-1 of name-namespace-nodename: a different K8S_NODE_NAME makes another integration', () => {
+    it('the 1.x id of a new integration is the SHA-1 of name-namespace-nodename', () => {
       const first = integrationOf(configOf({ K8S_DEPLOYMENT_NAME: 'my-service', K8S_NAMESPACE: 'keptn', K8S_NODE_NAME: 'plane-a' }));
       const second = integrationOf(configOf({ K8S_DEPLOYMENT_NAME: 'my-service', K8S_NAMESPACE: 'keptn', K8S_NODE_NAME: 'plane-b' }));
       expect(integrationIdOf1x(first)).to.equal(createHash('sha1').update('my-service-keptn-plane-a').digest('hex'));

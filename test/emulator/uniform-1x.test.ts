@@ -35,6 +35,15 @@ describe('emulator: the Keptn 1.x uniform (--api-version 1.x)', () => {
     expect(added.status).to.equal(201);
     const again = await call(`${emulator.url}${REGISTRATION}`, { json: body([{ event: TYPE }]) });
     expect(again.status).to.equal(200);
+    expect(again.body, 'found by name and namespace: another node name is the same integration').to.deep.equal({ id });
+    const otherNode = await call(`${emulator.url}${REGISTRATION}`, {
+      json: { ...body([]), metadata: { hostname: 'node-2', kubernetesmetadata: { namespace: 'plane-a' } } },
+    });
+    expect(otherNode.body).to.deep.equal({ id });
+    const otherNamespace = await call(`${emulator.url}${REGISTRATION}`, {
+      json: { ...body([]), metadata: { hostname: 'node-1', kubernetesmetadata: { namespace: 'plane-b' } } },
+    });
+    expect(otherNamespace.status).to.equal(201);
     expect(emulator.registrations()[0]?.subscriptions?.map((subscription) => subscription.event)).to.deep.equal([TYPE, 'sh.keptn.event.test.triggered']);
   });
 
