@@ -11,7 +11,9 @@ import { HealthServer } from './health.ts';
 import { KeptnApi, egressAgentsOf, keptnApiOptions, tokenCredentials } from './keptn-api.ts';
 import { KeptnCredentials } from './credentials.ts';
 import { OAuthTokenSource } from './oauth.ts';
-import { Registration, integrationOf } from './registration.ts';
+import { Registration, integrationIdOf1x, integrationOf } from './registration.ts';
+import { Heartbeat } from './heartbeat.ts';
+import { SubscriptionSet, subscriptionsFromEnvironment } from './subscriptions.ts';
 import { UniformLog } from './uniform-log.ts';
 import { Poller } from './poller.ts';
 import { Dispatcher } from './dispatcher.ts';
@@ -58,7 +60,11 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   const parts: Part[] = [];
 
   // — health and metrics server (issue 6)
-  const health = new HealthServer({ port: config.healthEndpointPort, readiness, metrics, logger: logger.child({ component: 'health' }) });
+  // Filled in below, once the parts it reports on exist.
+  let readyDetails: () => Record<string, unknown> = () => ({});
+  const health = new HealthServer({
+    port: config.healthEndpointPort, readiness, metrics, logger: logger.child({ component: 'health' }), details: () => readyDetails(),
+  });
   parts.push({
     name: health.name,
     start: async () => {
@@ -82,13 +88,22 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   const keptnApi = new KeptnApi(keptnApiOptions(config, config.apiProxyHttpTimeout, credentials, agents));
   // Pushed before the parts that call Keptn, so it stops after them: their connections are closed last.
   parts.push({ name: 'connections to Keptn', start: () => Promise.resolve(), stop: () => { agents.close(); return Promise.resolve(); } });
+  // What the poller polls: the environment's subscriptions until a 1.x control plane's heartbeat says otherwise.
+  const seeds = subscriptionsFromEnvironment(config.pubsubTopic, filterFromConfig(config));
+  // Unsettled while a heartbeat may bring the control plane's (HTTP mode with registration, not 0.8).
+  const heartbeatPossible = config.connectionType === 'http' && config.controlPlaneUrl !== undefined
+    && !config.disableRegistration && config.keptnApiVersion !== '0.8';
+  const subscriptions = new SubscriptionSet(seeds, 'environment', { settled: !heartbeatPossible });
+  metrics.subscriptions.set(seeds.length);
   let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
+  let heartbeat: Heartbeat | undefined;
   if (config.controlPlaneUrl === undefined) {
     logger.warn('registration and error-log forwarding are off: they need KEPTN_API_ENDPOINT (or NATS mode)');
   } else {
+    const integration = integrationOf(config);
     const registration = config.disableRegistration ? undefined : new Registration({
       api: keptnApi,
-      integration: integrationOf(config),
+      integration,
       intervalMs: config.registrationInterval,
       unregisterOnShutdown: config.unregisterOnShutdown,
       logger: logger.child({ component: 'registration' }),
@@ -101,9 +116,40 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
       logger: logger.child({ component: 'uniform-log' }),
       metrics,
     });
-    if (registration) parts.push(registration);
+    if (registration) {
+      parts.push(registration);
+      logger.info('integration identity', {
+        name: integration.name, namespace: integration.metadata.kubernetesmetadata.namespace, nodeName: integration.metadata.hostname,
+        // What a 1.x control plane calls it; execution planes sharing it are one integration there.
+        integrationId1x: integrationIdOf1x(integration),
+      });
+    }
+    // NATS mode keeps its PUBSUB_TOPIC subjects (see README, "Keptn 1.x control planes").
+    if (registration && config.connectionType === 'http' && config.keptnApiVersion !== '0.8') {
+      heartbeat = new Heartbeat({
+        api: keptnApi,
+        registration,
+        subscriptions,
+        seeds,
+        apiVersion: config.keptnApiVersion,
+        intervalMs: config.heartbeatInterval,
+        logger: logger.child({ component: 'heartbeat' }),
+        metrics,
+      });
+      parts.push(heartbeat);
+      if (config.unregisterOnShutdown) {
+        logger.warn('UNREGISTER_ON_SHUTDOWN=true: on a 1.x control plane, unregistering deletes the subscriptions users edited in the Bridge');
+      }
+    }
     parts.push(uniformLog);
     errorLogs = uniformLog;
+  }
+  if (config.connectionType === 'http') {
+    readyDetails = () => ({
+      keptnApiVersion: heartbeat === undefined ? '0.8' : heartbeat.generation ?? 'undecided',
+      subscriptions: { source: subscriptions.source, count: subscriptions.current.length },
+      ...(heartbeat !== undefined && heartbeat.generation !== '0.8' && { heartbeat: { failures: heartbeat.failures } }),
+    });
   }
 
   // — NATS connection (issue 10): in NATS mode, events come in and relayed events go out through it.
@@ -181,15 +227,19 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
       setReady: readiness.declare('nats', 'not subscribed to NATS yet'),
     }));
   } else {
+    if (config.connectionType === 'http' && heartbeat === undefined) {
+      logger.info('Keptn 0.8 control plane assumed: subscriptions come from the environment (PUBSUB_TOPIC and *_FILTER)', {
+        reason: config.keptnApiVersion === '0.8' ? 'KEPTN_API_VERSION=0.8' : 'the 1.x heartbeat needs the registration, which is off',
+      });
+    }
     parts.push(new Poller({
       api: keptnApi,
-      topics: config.pubsubTopic,
+      subscriptions,
       intervalMs: config.httpPollingInterval,
       store: config.stateDir === ''
         ? new MemoryDedupStore()
         : new FileDedupStore({ dir: config.stateDir, logger: logger.child({ component: 'dedup' }) }),
       dispatcher,
-      filter: filterFromConfig(config),
       logger: logger.child({ component: 'poller' }),
       metrics,
       setReady: readiness.declare('poller', 'no poll cycle completed yet'),
@@ -204,6 +254,7 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
     forwardingUrl: config.forwardingUrl?.href ?? 'NATS',
     recipient: config.recipientUrl.href,
     topics: config.pubsubTopic,
+    ...(config.connectionType === 'http' && { keptnApiVersion: config.keptnApiVersion }),
   });
   for (const [variable, url] of [['HTTPS_PROXY', config.httpsProxy], ['HTTP_PROXY', config.httpProxy]] as const) {
     if (url) logger.info('calls to Keptn go through a proxy', { variable, proxy: url.origin, proxyBypass: config.proxyBypass });

@@ -154,8 +154,14 @@ function derive(values: SettingValues, env: ConfigSources['env'], flags: Flags):
     throw new ConfigError(name('httpEventForwardingEndpoint'), '',
       'an absolute http(s) URL: without KEPTN_API_ENDPOINT, relayed events need HTTP_EVENT_FORWARDING_ENDPOINT');
   }
-  if (values.pubsubTopic.length === 0) {
-    throw new ConfigError(name('pubsubTopic'), '', 'one or more comma-separated event types (required in HTTP mode)');
+  // From 0.9 on the control plane owns the subscriptions: PUBSUB_TOPIC only seeds them.
+  if (values.pubsubTopic.length === 0 && values.keptnApiVersion === '0.8') {
+    throw new ConfigError(name('pubsubTopic'), '', 'one or more comma-separated event types (required in HTTP mode with KEPTN_API_VERSION=0.8)');
+  }
+  // The heartbeat that brings a 1.x control plane's subscriptions pings the registration.
+  if (values.keptnApiVersion === '1.x' && (endpoint === undefined || values.disableRegistration)) {
+    throw new ConfigError(name('keptnApiVersion'), values.keptnApiVersion,
+      '0.8 or auto here: a 1.x control plane sends the subscriptions to registered agents, which needs KEPTN_API_ENDPOINT and DISABLE_REGISTRATION=false');
   }
   const wildcard = values.pubsubTopic.find((topic) => /[*>]/.test(topic));
   if (wildcard !== undefined) {

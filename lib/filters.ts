@@ -52,10 +52,15 @@ function matchesOne(value: unknown, allowed: readonly string[]): boolean {
 }
 
 /**
- * The `project` query parameter worth sending with a poll: the one project
- * when PROJECT_FILTER names exactly one, so the control plane searches only
- * that project (as the reference does from 0.13.0 on). Otherwise undefined.
+ * The query parameters worth sending with a poll: `project`, `stage` and
+ * `service` each when the filter names exactly one value for it, so the
+ * control plane searches less (as the reference does from 0.13.0 on, go-utils
+ * `GetOpenTriggeredEvents`). The filter is still applied to what comes back.
  */
-export function projectQuery(filter: EventFilter): string | undefined {
-  return filter.projects.length === 1 ? filter.projects[0] : undefined;
+export function serverSideFilter(filter: EventFilter): { project?: string; stage?: string; service?: string } {
+  return {
+    ...(filter.projects.length === 1 && { project: filter.projects[0] }),
+    ...(filter.stages.length === 1 && { stage: filter.stages[0] }),
+    ...(filter.services.length === 1 && { service: filter.services[0] }),
+  };
 }

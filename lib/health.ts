@@ -24,6 +24,8 @@ export interface HealthServerOptions {
   readonly readiness: Pick<Readiness, 'report'>;
   readonly metrics: Pick<Metrics, 'registry'>;
   readonly logger: Logger;
+  /** More of the agent's state for `/ready`'s body (control plane generation, subscriptions, heartbeat). */
+  readonly details?: () => Record<string, unknown>;
 }
 
 /** A long-lived part (see `lifecycle.ts`). */
@@ -95,8 +97,9 @@ export class HealthServer {
         return;
       case '/ready': {
         const report = this.#options.readiness.report();
-        if (report.ready) send(response, request, 200, { status: 'ready' });
-        else send(response, request, 503, { status: 'not ready', notReady: report.notReady });
+        const details = this.#options.details?.() ?? {};
+        if (report.ready) send(response, request, 200, { status: 'ready', ...details });
+        else send(response, request, 503, { status: 'not ready', notReady: report.notReady, ...details });
         return;
       }
       case '/metrics': {

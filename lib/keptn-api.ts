@@ -59,6 +59,9 @@ export interface PageQuery {
   readonly pageSize?: number;
   /** Only this project's events: the server then searches one project, and answers 500 "no matching event found" for none. */
   readonly project?: string;
+  /** Only this stage's, and this service's events (sent by 1.x references for single-value subscription filters). */
+  readonly stage?: string;
+  readonly service?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -125,6 +128,8 @@ export class KeptnApi {
     const url = this.pollingUrlFor(type);
     if (query.pageSize !== undefined) url.searchParams.set('pageSize', String(query.pageSize));
     if (query.project !== undefined) url.searchParams.set('project', query.project);
+    if (query.stage !== undefined) url.searchParams.set('stage', query.stage);
+    if (query.service !== undefined) url.searchParams.set('service', query.service);
     if (query.nextPageKey !== undefined) url.searchParams.set('nextPageKey', query.nextPageKey);
     const body = await this.#json(url, { method: 'GET', signal: query.signal });
     if (!isRecord(body) || !Array.isArray(body.events)) {
@@ -147,6 +152,15 @@ export class KeptnApi {
       throw new KeptnApiError('status', 'the registration answer carries no id', { status: 200 });
     }
     return body.id;
+  }
+
+  /**
+   * The 1.x heartbeat (`PUT …/v1/uniform/registration/<id>/ping`, shipyard-controller
+   * `KeepAlive`): answers the integration with its current subscriptions, 404
+   * for an unknown id. Returns the parsed body; `heartbeat.ts` reads it.
+   */
+  async ping(id: string, signal?: AbortSignal): Promise<unknown> {
+    return this.#json(this.#controlPlane(`/v1/uniform/registration/${encodeURIComponent(id)}/ping`), { method: 'PUT', signal });
   }
 
   async unregister(id: string, signal?: AbortSignal): Promise<void> {
@@ -179,7 +193,7 @@ export class KeptnApi {
   }
 
   /** Sends a request; returns the parsed JSON body of a 2xx answer (undefined when empty). */
-  async #json(url: URL, request: { method: 'GET' | 'POST' | 'DELETE'; body?: string; signal?: AbortSignal | undefined; headers?: Record<string, string> }): Promise<unknown> {
+  async #json(url: URL, request: { method: 'GET' | 'POST' | 'PUT' | 'DELETE'; body?: string; signal?: AbortSignal | undefined; headers?: Record<string, string> }): Promise<unknown> {
     const credentials = await this.#options.credentials.headers();
     let response: Response<string>;
     try {

@@ -29,6 +29,10 @@ export interface Metrics {
   readonly outboxDepth: Gauge;
   /** 1 while registered, 0 otherwise. */
   readonly registered: Gauge;
+  /** Subscriptions polled. */
+  readonly subscriptions: Gauge;
+  /** 1 while the last heartbeat (1.x control planes) succeeded, 0 otherwise. */
+  readonly heartbeatOk: Gauge;
   /** Error log entries by outcome: sent, rejected (final 4xx), dropped (more than the bound waiting), lost (unsent at shutdown). */
   readonly logEntries: Counter<'outcome'>;
   /** Error log entries waiting to be sent. */
@@ -58,6 +62,8 @@ export function createMetrics({ defaultMetrics = true }: { defaultMetrics?: bool
     relays: new Counter({ name: 'keptn_distributor_relays_total', help: 'Events from the recipient by outcome', labelNames: ['outcome'], registers }),
     outboxDepth: new Gauge({ name: 'keptn_distributor_outbox_depth', help: 'Relayed events not yet delivered to the control plane', registers }),
     registered: new Gauge({ name: 'keptn_distributor_registered', help: '1 while registered with the control plane', registers }),
+    subscriptions: new Gauge({ name: 'keptn_distributor_subscriptions', help: 'Subscriptions polled (event type and filter each)', registers }),
+    heartbeatOk: new Gauge({ name: 'keptn_distributor_heartbeat_ok', help: '1 while the last heartbeat to a 1.x control plane succeeded', registers }),
     logEntries: new Counter({ name: 'keptn_distributor_log_entries_total', help: 'Error log entries sent to the control plane by outcome', labelNames: ['outcome'], registers }),
     logEntriesPending: new Gauge({ name: 'keptn_distributor_log_entries_pending', help: 'Error log entries waiting to be sent to the control plane', registers }),
   };

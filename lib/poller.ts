@@ -1,7 +1,18 @@
 /**
- * The execution-plane pipeline: poll every topic, deduplicate, filter,
- * dispatch. One cycle polls all topics at once; cycles never overlap (cycle,
- * abortable sleep, repeat); the first runs at start.
+ * The execution-plane pipeline: poll every subscription, deduplicate,
+ * filter, dispatch. One cycle polls all subscriptions at once; cycles never
+ * overlap (cycle, abortable sleep, repeat); the first runs at start.
+ *
+ * Subscriptions (see `subscriptions.ts`) are read at the start of each cycle,
+ * so a change the heartbeat brings applies from the next cycle on. Each has
+ * its own dedup record (the reference's cache is keyed by subscription id
+ * too): an event two subscriptions match is dispatched once for each. When a
+ * subscription goes away its record is freed; a new one of the same event
+ * type that arrives in the same change takes the record over, so switching
+ * from the environment's subscriptions to the control plane's (or an id
+ * changing) dispatches nothing twice. A subscription re-added later starts
+ * with an empty record and gets the still open events again: the control
+ * plane gives it a new id, and its dispatches carry that id.
  *
  * The dedup rules, which fix the reference's defects (spec §5.3):
  * - an id enters the record when its dispatch is queued (so a poll while it is
@@ -27,9 +38,10 @@
  * Entries that are not valid CloudEvents (spec §3: specversion, id, source,
  * type; `time` RFC 3339), or whose `type` is not the polled one, are skipped
  * and reported once each; nothing in a poll answer can stop the poller. The
- * record is keyed by the polled topic (the reference mixed topic and type, D4).
+ * record is keyed by the subscription, never by the event's own type (the
+ * reference mixed topic and type, D4).
  *
- * Readiness: `poller` holds once a cycle fetched every topic (completely or
+ * Readiness: `poller` holds once a cycle fetched every subscription (completely or
  * partially); it is not withdrawn later, since an agent that polled once is
  * doing its job while the control plane is away.
  */
@@ -37,11 +49,12 @@ import { setImmediate as yieldToEventLoop, setTimeout as sleepFor } from 'node:t
 import { validateCloudEvent, type KeptnCloudEvent } from './cloudevents.ts';
 import type { DedupStore } from './dedup/store.ts';
 import type { Dispatcher } from './dispatcher.ts';
-import { matchesFilter, projectQuery, type EventFilter } from './filters.ts';
+import { matchesFilter, serverSideFilter } from './filters.ts';
 import { KeptnApiError, type KeptnApi } from './keptn-api.ts';
 import type { Part } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
+import { dedupKeyOf, describeSubscription, withSubscriptionId, type Subscription } from './subscriptions.ts';
 
 /**
  * Events asked for per page. Large, because the real control plane serves
@@ -97,6 +110,8 @@ export interface FetchOptions {
   readonly pageSize?: number;
   readonly maxPages?: number;
   readonly project?: string;
+  readonly stage?: string;
+  readonly service?: string;
   /** Limit of each page request. */
   readonly timeoutMs: number;
   /** Stops the poll (shutdown). */
@@ -107,7 +122,7 @@ type PollingApi = Pick<KeptnApi, 'triggeredEventsPage' | 'pollingUrlFor'>;
 
 /** Fetches every page of one topic and says whether the result is complete. Never rejects. */
 export async function fetchOpenEvents(api: PollingApi, topic: string, options: FetchOptions): Promise<TopicPoll> {
-  const { pageSize = PAGE_SIZE, maxPages = MAX_PAGES, project, timeoutMs, signal } = options;
+  const { pageSize = PAGE_SIZE, maxPages = MAX_PAGES, project, stage, service, timeoutMs, signal } = options;
   const projectFiltered = project !== undefined || api.pollingUrlFor(topic).searchParams.has('project');
   const entries: unknown[] = [];
   const ids = new Set<string>();
@@ -124,6 +139,8 @@ export async function fetchOpenEvents(api: PollingApi, topic: string, options: F
         signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
         ...(nextPageKey !== undefined && { nextPageKey }),
         ...(project !== undefined && { project }),
+        ...(stage !== undefined && { stage }),
+        ...(service !== undefined && { service }),
       });
     } catch (error) {
       // A project-filtered query that matches nothing is a 500 from the 0.8.x control plane (spec §4.8.1).
@@ -175,14 +192,14 @@ function idOf(entry: unknown): string | undefined {
 
 export interface PollerOptions {
   readonly api: PollingApi;
-  readonly topics: readonly string[];
+  /** What to poll: read at the start of every cycle. */
+  readonly subscriptions: { readonly current: readonly Subscription[]; readonly settled: boolean };
   readonly intervalMs: number;
   readonly store: DedupStore;
   readonly dispatcher: Pick<Dispatcher, 'dispatch' | 'stop' | 'queued' | 'whenQueueEmpty'>;
-  readonly filter: EventFilter;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  /** The readiness condition's setter: called with `true` after the first cycle that fetched every topic. */
+  /** The readiness condition's setter: called with `true` after the first cycle that fetched every subscription. */
   readonly setReady?: (holds: boolean) => void;
   readonly pageSize?: number;
   /** For tests: a number in [0, 1). */
@@ -198,10 +215,21 @@ export class Poller implements Part {
   readonly #stop = new AbortController();
   readonly #random: () => number;
   readonly #sleep: (ms: number, signal: AbortSignal) => Promise<void>;
-  /** Per topic: the last poll's state, to log changes only ('ok', 'partial', or 'failed: <status or code>'). */
+  /** Per dedup key: the last poll's state, to log changes only ('ok', 'partial', or 'failed: <status or code>'). */
   readonly #states = new Map<string, string>();
-  /** Per topic: keys of invalid or filtered entries already reported, so they are logged and counted once. */
+  /** Per dedup key: keys of invalid or filtered entries already reported, so they are logged and counted once. */
   readonly #noticed = new Map<string, Set<string>>();
+  /** The subscriptions the last cycle polled. */
+  #polled: readonly Subscription[] = [];
+  /** Whether the records of subscriptions no longer in force were dropped. */
+  #pruned = false;
+  /** Per dedup key: ids whose dispatch waits for a slot (not sent yet). */
+  readonly #waiting = new Map<string, Set<string>>();
+  /**
+   * Per removed dedup key: the keys that took its record over. A dispatch
+   * that fails after the change releases the id there too, so it goes out again.
+   */
+  readonly #successors = new Map<string, readonly string[]>();
   readonly #dispatches = new Set<Promise<void>>();
   #loop: Promise<void> | undefined;
   #failures = 0;
@@ -226,10 +254,20 @@ export class Poller implements Part {
   }
 
   async start(): Promise<void> {
-    const { store, topics, logger } = this.#options;
+    const { store, subscriptions } = this.#options;
     await store.open();
-    const dropped = store.retainTopics(new Set(topics));
-    if (dropped > 0) logger.info('forgot the dedup record of topics no longer polled', { ids: dropped });
+    this.#polled = subscriptions.current;
+    if (!subscriptions.settled) {
+      // Until the heartbeat answers, the environment's subscriptions stand in for the control plane's
+      // of the earlier run: they must not dispatch again what those handed over.
+      for (const subscription of this.#polled) {
+        const key = dedupKeyOf(subscription);
+        for (const earlier of store.topics().filter((topic) => topic.startsWith(`${subscription.event}#`))) {
+          for (const id of store.ids(earlier)) store.add(key, id);
+        }
+      }
+    }
+    this.#pruneWhenSettled();
     this.#loop = this.#run();
   }
 
@@ -241,11 +279,14 @@ export class Poller implements Part {
     await this.#options.store.close();
   }
 
-  /** Runs one cycle: every topic at once. Resolves true when no topic's poll failed. */
+  /** Runs one cycle: every subscription at once. Resolves true when no poll failed. */
   async pollOnce(): Promise<boolean> {
+    const subscriptions = this.#options.subscriptions.current;
+    if (subscriptions !== this.#polled) await this.#follow(subscriptions);
+    this.#pruneWhenSettled();
     let retryAfter: number | undefined;
-    const results = await Promise.all(this.#options.topics.map(async (topic) => {
-      const poll = await this.#pollTopic(topic);
+    const results = await Promise.all(subscriptions.map(async (subscription) => {
+      const poll = await this.#pollSubscription(subscription);
       if (poll.kind === 'failed' && poll.error instanceof KeptnApiError && poll.error.retryAfterMs !== undefined) {
         retryAfter = Math.max(retryAfter ?? 0, poll.error.retryAfterMs);
       }
@@ -260,7 +301,7 @@ export class Poller implements Part {
     if (ok && !this.#ready) {
       this.#ready = true;
       this.#options.setReady?.(true);
-      this.#options.logger.info('first poll cycle completed', { topics: this.#options.topics });
+      this.#options.logger.info('first poll cycle completed', { subscriptions: subscriptions.map(describeSubscription) });
     }
     return ok;
   }
@@ -305,24 +346,74 @@ export class Poller implements Part {
     }
   }
 
-  async #pollTopic(topic: string): Promise<TopicPoll> {
-    const { api, metrics, store, filter } = this.#options;
-    const project = projectQuery(filter);
+  /**
+   * Takes on a new set of subscriptions: a new subscription takes over the
+   * dedup record of a removed one of the same event type (the same task seen
+   * through another subscription), then the records of removed ones are freed.
+   *
+   * Ids still waiting for a dispatch slot are not taken over: their dispatch
+   * is cancelled (its record is gone) and the new subscription dispatches
+   * them. Every decision is made before the first `await`, so no dispatch
+   * slips between them.
+   */
+  async #follow(subscriptions: readonly Subscription[]): Promise<void> {
+    const { store, logger, metrics } = this.#options;
+    const keys = new Set(subscriptions.map(dedupKeyOf));
+    const removed = this.#polled.filter((subscription) => !keys.has(dedupKeyOf(subscription)));
+    const previousKeys = new Set(this.#polled.map(dedupKeyOf));
+    const takenOver: Array<[key: string, id: string]> = [];
+    for (const added of subscriptions.filter((subscription) => !previousKeys.has(dedupKeyOf(subscription)))) {
+      const to = dedupKeyOf(added);
+      for (const predecessor of removed.filter((subscription) => subscription.event === added.event)) {
+        const from = dedupKeyOf(predecessor);
+        this.#successors.set(from, [...(this.#successors.get(from) ?? []), to]);
+        for (const id of store.ids(from)) {
+          if (this.#waiting.get(from)?.has(id) === true) continue;
+          store.add(to, id);
+          takenOver.push([to, id]);
+        }
+      }
+    }
+    for (const subscription of removed) {
+      this.#states.delete(dedupKeyOf(subscription));
+      this.#noticed.delete(dedupKeyOf(subscription));
+    }
+    this.#polled = subscriptions;
+    this.#pruned = false;
+    this.#pruneWhenSettled();
+    logger.info('polling follows the new subscriptions', { subscriptions: subscriptions.map(describeSubscription) });
+    metrics.subscriptions.set(subscriptions.length);
+    for (const [key, id] of takenOver) await store.persist(key, id);
+  }
+
+  /** Once the subscriptions are known, frees the records of every other subscription. */
+  #pruneWhenSettled(): void {
+    if (this.#pruned || !this.#options.subscriptions.settled) return;
+    this.#pruned = true;
+    const dropped = this.#options.store.retainTopics(new Set(this.#polled.map(dedupKeyOf)));
+    if (dropped > 0) this.#options.logger.info('forgot the dedup record of subscriptions no longer polled', { ids: dropped });
+  }
+
+  async #pollSubscription(subscription: Subscription): Promise<TopicPoll> {
+    const { api, metrics, store } = this.#options;
+    const topic = subscription.event;
+    const key = dedupKeyOf(subscription);
+    const filter = subscription.filter;
     const endTimer = metrics.pollDuration.startTimer({ topic });
     const poll = await fetchOpenEvents(api, topic, {
       timeoutMs: pollTimeoutMs(this.#wait),
       signal: this.#stop.signal,
       ...(this.#options.pageSize !== undefined && { pageSize: this.#options.pageSize }),
-      ...(project !== undefined && { project }),
+      ...serverSideFilter(filter),
     });
     endTimer();
     if (this.#stop.signal.aborted) return poll;
     metrics.polls.inc({ topic, outcome: poll.kind === 'complete' ? 'success' : poll.kind === 'partial' ? 'partial' : 'failure' });
-    this.#logState(topic, poll);
+    this.#logState(key, topic, poll);
     if (poll.kind === 'failed') return poll;
 
     const debug = this.#options.logger.isDebugEnabled();
-    const noticed = this.#noticed.get(topic) ?? new Set<string>();
+    const noticed = this.#noticed.get(key) ?? new Set<string>();
     const current = new Set<string>();
     let received = 0;
     let deduplicated = 0;
@@ -333,7 +424,7 @@ export class Poller implements Part {
       if (index % YIELD_EVERY === YIELD_EVERY - 1) await yieldToEventLoop();
       const id = idOf(entry);
       // Already handed over: it was valid then. Checked first, as it is the common case.
-      if (id !== undefined && store.has(topic, id)) {
+      if (id !== undefined && store.has(key, id)) {
         received++;
         deduplicated++;
         continue;
@@ -357,15 +448,15 @@ export class Poller implements Part {
         if (!noticed.has(event.id)) {
           filtered++;
           if (debug) {
-            this.#options.logger.debug('not dispatched: outside PROJECT/STAGE/SERVICE_FILTER', {
-              keptnContext: event.shkeptncontext, eventId: event.id, topic,
+            this.#options.logger.debug('not dispatched: outside the subscription\'s filter', {
+              keptnContext: event.shkeptncontext, eventId: event.id, subscription: describeSubscription(subscription),
             });
           }
         }
         continue;
       }
-      store.add(topic, event.id);
-      this.#dispatch(topic, event);
+      store.add(key, event.id);
+      this.#dispatch(key, withSubscriptionId(event, subscription));
     }
     if (received > 0) metrics.eventsReceived.inc({ topic }, received);
     if (deduplicated > 0) metrics.eventsDeduplicated.inc({ topic }, deduplicated);
@@ -373,40 +464,54 @@ export class Poller implements Part {
     if (invalid > 0) metrics.eventsInvalid.inc({ topic }, invalid);
 
     if (poll.kind === 'complete') {
-      const dropped = store.retain(topic, poll.ids);
+      const dropped = store.retain(key, poll.ids);
       if (dropped > 0) this.#options.logger.debug('forgot events the control plane no longer lists', { topic, ids: dropped });
-      this.#noticed.set(topic, current);
+      this.#noticed.set(key, current);
     } else {
       // A partial poll cannot tell a closed event from a hidden one: keep both lists, within a bound.
       for (const key of current) noticed.add(key);
-      this.#noticed.set(topic, noticed.size > NOTICED_MAX ? current : noticed);
+      this.#noticed.set(key, noticed.size > NOTICED_MAX ? current : noticed);
     }
     return poll;
   }
 
-  #dispatch(topic: string, event: KeptnCloudEvent): void {
+  /** Dispatches `event` under the dedup record `key`. */
+  #dispatch(key: string, event: KeptnCloudEvent): void {
     const { store, dispatcher, logger } = this.#options;
+    const topic = event.type;
     if (logger.isDebugEnabled()) logger.debug('new triggered event', { keptnContext: event.shkeptncontext, eventId: event.id, topic });
+    const waiting = this.#waiting.get(key) ?? new Set<string>();
+    this.#waiting.set(key, waiting);
+    waiting.add(event.id);
+    const sent = (): void => {
+      waiting.delete(event.id);
+      if (waiting.size === 0 && this.#waiting.get(key) === waiting) this.#waiting.delete(key);
+    };
     const done = dispatcher.dispatch(topic, event, {
       beforeSend: async () => {
-        // A complete poll dropped it while it waited for a slot: the task is over, nothing to send.
-        if (!store.has(topic, event.id)) throw new Error('the control plane no longer lists it');
-        await store.persist(topic, event.id);
+        sent();
+        // A complete poll dropped it (or its subscription went away) while it waited for a slot: nothing to send.
+        if (!store.has(key, event.id)) throw new Error('the control plane no longer lists it');
+        await store.persist(key, event.id);
       },
     }).then((outcome) => {
-      if (outcome.kind === 'failed' || outcome.kind === 'cancelled') store.release(topic, event.id);
+      if (outcome.kind !== 'failed' && outcome.kind !== 'cancelled') return;
+      store.release(key, event.id);
+      // Only a sent dispatch can have been taken over (one still waiting was not): a cancelled one leaves the successors alone.
+      if (outcome.kind === 'failed') for (const successor of this.#successors.get(key) ?? []) store.release(successor, event.id);
     }).catch((error: unknown) => {
       logger.error('dispatch bookkeeping failed', { eventId: event.id, error: error instanceof Error ? error.message : String(error) });
     }).finally(() => {
+      sent();
       this.#dispatches.delete(done);
     });
     this.#dispatches.add(done);
   }
 
-  /** Logs a topic's poll state when it changes: failing (with status and message), partial, back to normal. */
-  #logState(topic: string, poll: TopicPoll): void {
+  /** Logs a subscription's poll state when it changes: failing (with status and message), partial, back to normal. */
+  #logState(key: string, topic: string, poll: TopicPoll): void {
     const { logger, api } = this.#options;
-    const previous = this.#states.get(topic) ?? 'ok';
+    const previous = this.#states.get(key) ?? 'ok';
     let state: string;
     if (poll.kind === 'failed') {
       const details = poll.error instanceof KeptnApiError ? poll.error.toJSON() : { message: poll.error.message };
@@ -432,6 +537,6 @@ export class Poller implements Part {
       if (previous.startsWith('failed')) logger.info('polling the control plane works again', { topic });
       else if (previous === 'partial') logger.info('the control plane lists every open event again', { topic });
     }
-    this.#states.set(topic, state);
+    this.#states.set(key, state);
   }
 }

@@ -18,8 +18,14 @@ import type { Config } from './config.ts';
 import { KeptnApiError, describeFailure, type KeptnApi } from './keptn-api.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
+import { subscriptionsForRegistration, subscriptionsFromEnvironment } from './subscriptions.ts';
+import { filterFromConfig } from './filters.ts';
 
-/** The 0.8.x registration body (spec §9.2): every key always present. */
+/**
+ * The registration body (spec §9.2): the 0.8.x keys, every one always present,
+ * and the 1.x `subscriptions` (go-utils `models.Integration`, 1.4.5). Each
+ * generation ignores the other's key, so one body serves both (and `auto`).
+ */
 export interface Integration {
   readonly id: string;
   readonly name: string;
@@ -39,6 +45,8 @@ export interface Integration {
     readonly status: string;
     readonly filter: { readonly project: string; readonly stage: string; readonly service: string };
   };
+  /** What a 1.x control plane starts a new integration with; it keeps the user-edited ones of an existing one. */
+  readonly subscriptions: readonly object[];
 }
 
 type IntegrationSettings = Pick<Config,
@@ -73,6 +81,7 @@ export function integrationOf(config: IntegrationSettings, hostname: string = os
       // The 0.8.x body carries the filters as the raw comma-separated strings.
       filter: { project: config.projectFilter.join(','), stage: config.stageFilter.join(','), service: config.serviceFilter.join(',') },
     },
+    subscriptions: subscriptionsForRegistration(subscriptionsFromEnvironment(config.pubsubTopic, filterFromConfig(config))),
   };
 }
 
@@ -84,6 +93,19 @@ export function integrationOf(config: IntegrationSettings, hostname: string = os
 export function integrationIdOf(integration: Integration): string {
   const { project, stage, service } = integration.subscription.filter;
   const key = `${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${project}-${stage}-${service}`;
+  return createHash('sha1').update(key).digest('hex');
+}
+
+/**
+ * The id a 1.x control plane gives this integration (spec §12; shipyard-controller
+ * `Register`, go-utils `IntegrationID.Hash`): the hex SHA-1 of
+ * `<name>-<namespace>-<metadata.hostname>` when it is new. Filters are no
+ * longer part of it, and an existing integration is found by name and
+ * namespace alone: two execution planes must differ in name or namespace to
+ * be two integrations.
+ */
+export function integrationIdOf1x(integration: Integration): string {
+  const key = `${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${integration.metadata.hostname}`;
   return createHash('sha1').update(key).digest('hex');
 }
 

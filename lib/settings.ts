@@ -158,13 +158,21 @@ export const SETTINGS = {
     env: 'HTTP_POLLING_INTERVAL', default: '10', parse: duration('positive'),
     doc: 'Time between poll cycles: bare seconds, or a duration such as 250ms, 2s, 1m30s',
   }),
+  keptnApiVersion: setting({
+    env: 'KEPTN_API_VERSION', default: 'auto', parse: oneOf('auto', '0.8', '1.x'),
+    doc: 'Keptn control plane generation: 0.8 (subscriptions from PUBSUB_TOPIC and *_FILTER), 1.x (0.9 to 1.4: the control plane owns the subscriptions, sent with the heartbeat), or auto (decided from the heartbeat answer)',
+  }),
+  heartbeatInterval: setting({
+    env: 'HEARTBEAT_INTERVAL', default: '10s', parse: duration('positive'),
+    doc: 'Time between heartbeats to a 1.x control plane; each answer brings the current subscriptions',
+  }),
   registrationInterval: setting({
     env: 'REGISTRATION_INTERVAL', default: '10s', parse: duration('positive'),
     doc: 'Time between re-registrations with the control plane',
   }),
   pubsubTopic: setting({
     env: 'PUBSUB_TOPIC', default: '', parse: list,
-    doc: 'Comma-separated event types: HTTP mode polls these exact types (required); NATS mode subscribes to them as subjects, wildcards allowed (sh.keptn.>)',
+    doc: 'Comma-separated event types: HTTP mode polls these exact types (required with KEPTN_API_VERSION=0.8; on a 1.x control plane they seed the subscriptions while it lists none); NATS mode subscribes to them as subjects, wildcards allowed (sh.keptn.>)',
   }),
   pubsubRecipient: setting({
     env: 'PUBSUB_RECIPIENT', default: 'http://127.0.0.1', parse: text,
@@ -237,7 +245,7 @@ export const SETTINGS = {
   }),
   unregisterOnShutdown: setting({
     env: 'UNREGISTER_ON_SHUTDOWN', default: 'false', boolean: true, parse: bool,
-    doc: 'true: delete the registration at shutdown',
+    doc: 'true: delete the registration at shutdown (on a 1.x control plane this deletes the subscriptions users edited too)',
   }),
   shutdownTimeout: setting({ env: 'SHUTDOWN_TIMEOUT', default: '20s', parse: duration('zero'), doc: 'Grace period for in-flight work at shutdown' }),
   outboxMaxAge: setting({

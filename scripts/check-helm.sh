@@ -127,7 +127,6 @@ cat >"$tmp/defaults-expect" <<'EOF'
 # expect: keptn-distributor: cannot install with these values
 # expect: keptn.apiEndpoint is required
 # expect: keptn.existingSecret (a Secret holding the API token under keptn.existingSecretKey) or keptn.apiToken is required
-# expect: subscription.topics is required
 # expect: recipient.host is required
 EOF
 expect_failure "defaults alone fail, naming every required value" "$tmp/defaults-expect"

@@ -45,7 +45,8 @@ describe('cli', () => {
       /^keptn-distributor: KEPTN_API_ENDPOINT="not a url": expected an absolute http\(s\) URL/],
     ['a bad flag value', ['--http-polling-interval', 'ten'], { KEPTN_API_ENDPOINT: 'http://127.0.0.1:1/api', PUBSUB_TOPIC: 'sh.keptn.event.a.triggered' },
       /^keptn-distributor: --http-polling-interval="ten": expected/],
-    ['HTTP mode without PUBSUB_TOPIC', [], { KEPTN_API_ENDPOINT: 'http://127.0.0.1:1/api' }, /^keptn-distributor: PUBSUB_TOPIC="": expected/],
+    ['HTTP mode for a 0.8 control plane without PUBSUB_TOPIC', [], { KEPTN_API_ENDPOINT: 'http://127.0.0.1:1/api', KEPTN_API_VERSION: '0.8' },
+      /^keptn-distributor: PUBSUB_TOPIC="": expected/],
     ['a stray argument', ['extra'], {}, /too many arguments|unknown command/],
   ];
   for (const [name, argv, env, message] of usageErrors) {

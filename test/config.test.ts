@@ -69,6 +69,14 @@ describe('config', () => {
   });
 
   describe('lists', () => {
+    it('takes HTTP mode without PUBSUB_TOPIC unless KEPTN_API_VERSION=0.8: the 1.x control plane owns the subscriptions', () => {
+      const config = load({ KEPTN_API_ENDPOINT: BASE.KEPTN_API_ENDPOINT });
+      expect(config.pubsubTopic).to.deep.equal([]);
+      expect(config.keptnApiVersion).to.equal('auto');
+      expect(config.heartbeatInterval).to.equal(10_000);
+      expect(load({ KEPTN_API_ENDPOINT: BASE.KEPTN_API_ENDPOINT, KEPTN_API_VERSION: '1.X' }).keptnApiVersion).to.equal('1.x');
+    });
+
     it('splits PUBSUB_TOPIC on commas, ignoring blanks around them and empty items', () => {
       const config = load({ ...BASE, PUBSUB_TOPIC: ' sh.keptn.event.a.triggered , sh.keptn.event.b.triggered,,' });
       expect(config.pubsubTopic).to.deep.equal(['sh.keptn.event.a.triggered', 'sh.keptn.event.b.triggered']);
@@ -284,8 +292,12 @@ describe('config', () => {
       ['recipient port 0', { ...BASE, PUBSUB_RECIPIENT_PORT: '0' }, {}, /^PUBSUB_RECIPIENT_PORT="0": expected/],
       ['a boolean that is neither true nor false', { ...BASE, HTTP_SSL_VERIFY: 'yes' }, {}, /^HTTP_SSL_VERIFY="yes": expected true or false$/],
       ['a boolean flag that is neither true nor false', BASE, { disableRegistration: '1' }, /^--disable-registration="1": expected true or false$/],
-      ['HTTP mode without PUBSUB_TOPIC', { KEPTN_API_ENDPOINT: BASE.KEPTN_API_ENDPOINT }, {},
-        /^PUBSUB_TOPIC="": expected one or more comma-separated event types \(required in HTTP mode\)$/],
+      ['HTTP mode for a 0.8 control plane without PUBSUB_TOPIC', { KEPTN_API_ENDPOINT: BASE.KEPTN_API_ENDPOINT, KEPTN_API_VERSION: '0.8' }, {},
+        /^PUBSUB_TOPIC="": expected one or more comma-separated event types \(required in HTTP mode with KEPTN_API_VERSION=0.8\)$/],
+      ['an unknown control plane generation', { ...BASE, KEPTN_API_VERSION: '2.0' }, {}, /^KEPTN_API_VERSION="2.0": expected one of auto, 0.8, 1.x$/],
+      ['KEPTN_API_VERSION=1.x without registration', { ...BASE, KEPTN_API_VERSION: '1.x', DISABLE_REGISTRATION: 'true' }, {},
+        /^KEPTN_API_VERSION="1.x": expected 0.8 or auto here: a 1.x control plane sends the subscriptions to registered agents/],
+      ['a zero heartbeat interval', { ...BASE, HEARTBEAT_INTERVAL: '0' }, {}, /^HEARTBEAT_INTERVAL="0": expected a positive number/],
       ['a NATS wildcard in HTTP mode', { ...BASE, PUBSUB_TOPIC: 'sh.keptn.>' }, {}, /^PUBSUB_TOPIC="sh.keptn.>": expected exact event types/],
       ['an unknown log level', { ...BASE, LOG_LEVEL: 'verbose' }, {}, /^LOG_LEVEL="verbose": expected one of error, warn, info, debug$/],
       ['an unknown connection type', { ...BASE, CONNECTION_TYPE: 'grpc' }, {}, /^CONNECTION_TYPE="grpc": expected one of http, nats$/],

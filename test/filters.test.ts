@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { loadConfig } from '../lib/config.ts';
-import { filterFromConfig, isUnfiltered, matchesFilter, projectQuery, type EventFilter } from '../lib/filters.ts';
+import { filterFromConfig, isUnfiltered, matchesFilter, serverSideFilter, type EventFilter } from '../lib/filters.ts';
 
 /** The filters as the agent builds them from PROJECT/STAGE/SERVICE_FILTER. */
 function filterOf(env: { PROJECT_FILTER?: string; STAGE_FILTER?: string; SERVICE_FILTER?: string }): EventFilter {
@@ -83,9 +83,10 @@ describe('filters', () => {
     expect(isUnfiltered(filterOf({ SERVICE_FILTER: 'carts' }))).to.equal(false);
   });
 
-  it('projectQuery: the one project of a one-item PROJECT_FILTER, else none', () => {
-    expect(projectQuery(filterOf({ PROJECT_FILTER: 'sockshop' }))).to.equal('sockshop');
-    expect(projectQuery(filterOf({ PROJECT_FILTER: 'a,b' }))).to.equal(undefined);
-    expect(projectQuery(filterOf({}))).to.equal(undefined);
+  it('serverSideFilter: each field with exactly one value, else none', () => {
+    expect(serverSideFilter(filterOf({ PROJECT_FILTER: 'sockshop' }))).to.deep.equal({ project: 'sockshop' });
+    expect(serverSideFilter(filterOf({ PROJECT_FILTER: 'a,b', STAGE_FILTER: 'dev', SERVICE_FILTER: 'carts' })))
+      .to.deep.equal({ stage: 'dev', service: 'carts' });
+    expect(serverSideFilter(filterOf({}))).to.deep.equal({});
   });
 });

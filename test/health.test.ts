@@ -32,10 +32,10 @@ describe('health server', () => {
   let metrics: Metrics;
   let port: number;
 
-  async function startHealth(options: { metrics?: Metrics } = {}): Promise<HealthServer> {
+  async function startHealth(options: { metrics?: Metrics; details?: () => Record<string, unknown> } = {}): Promise<HealthServer> {
     readiness = new Readiness();
     metrics = options.metrics ?? createMetrics({ defaultMetrics: false });
-    server = new HealthServer({ port: 0, readiness, metrics, logger: logSink().logger });
+    server = new HealthServer({ port: 0, readiness, metrics, logger: logSink().logger, ...(options.details && { details: options.details }) });
     await server.start();
     port = server.port ?? 0;
     return server;
@@ -85,6 +85,20 @@ describe('health server', () => {
     answer = await call(port, 'GET', '/ready');
     expect(answer.status).to.equal(200);
     expect(JSON.parse(answer.body)).to.deep.equal({ status: 'ready' });
+  });
+
+  it('/ready carries the details the agent reports, read at each request, ready or not', async () => {
+    let count = 1;
+    await startHealth({ details: () => ({ keptnApiVersion: '1.x', subscriptions: { source: 'control plane', count } }) });
+    const polled = readiness.declare('poller', 'no poll cycle completed yet');
+    expect(JSON.parse((await call(port, 'GET', '/ready')).body)).to.deep.equal({
+      status: 'not ready', notReady: ['poller: no poll cycle completed yet'], keptnApiVersion: '1.x', subscriptions: { source: 'control plane', count: 1 },
+    });
+    polled(true);
+    count = 2;
+    expect(JSON.parse((await call(port, 'GET', '/ready')).body)).to.deep.equal({
+      status: 'ready', keptnApiVersion: '1.x', subscriptions: { source: 'control plane', count: 2 },
+    });
   });
 
   it('/metrics serves the registry in Prometheus text format, default process metrics included', async () => {

@@ -3,8 +3,9 @@ import { expect } from 'chai';
 import nock from 'nock';
 import { loadConfig } from '../lib/config.ts';
 import { MemoryDedupStore } from '../lib/dedup/memory.ts';
-import { Dispatcher } from '../lib/dispatcher.ts';
+import { Dispatcher, type DispatchHooks, type DispatchOutcome } from '../lib/dispatcher.ts';
 import { filterFromConfig } from '../lib/filters.ts';
+import { SubscriptionSet, subscriptionsFromEnvironment } from '../lib/subscriptions.ts';
 import { KeptnApi, keptnApiOptions, type TriggeredEventsPage } from '../lib/keptn-api.ts';
 import { createMetrics, type Metrics } from '../lib/metrics.ts';
 import { MAX_BACKOFF_MS, PAGE_SIZE, Poller, backoffMs, fetchOpenEvents, pollTimeoutMs, type PollerOptions } from '../lib/poller.ts';
@@ -38,6 +39,11 @@ function ev(id: string, extra: Record<string, unknown> = {}): Record<string, unk
 
 function page(events: unknown[], more: Partial<{ nextPageKey: string; totalCount: number }> = {}): Record<string, unknown> {
   return { events, nextPageKey: '0', ...more };
+}
+
+/** The environment's subscriptions to `topics`, without filter. */
+function unfiltered(...topics: string[]): SubscriptionSet {
+  return new SubscriptionSet(subscriptionsFromEnvironment(topics, { projects: [], stages: [], services: [] }), 'environment');
 }
 
 describe('poller', () => {
@@ -125,6 +131,13 @@ describe('poller', () => {
       expect(poll).to.deep.include({ kind: 'complete', entries: [], totalCount: 0 });
     });
 
+    it('sends stage and service too when given (single-value subscription filters, as the 1.x reference)', async () => {
+      nock(ENDPOINT).get(path(TOPIC)).query({ pageSize: String(PAGE_SIZE), stage: 'dev', service: 'carts' })
+        .reply(200, page([ev('a')]));
+      const poll = await fetch({}, { stage: 'dev', service: 'carts' });
+      expect(poll.kind).to.equal('complete');
+    });
+
     it('… also when the project filter is part of HTTP_EVENT_POLLING_ENDPOINT', async () => {
       nock(ENDPOINT).get('/api/controlPlane/v1/event/triggered/' + TOPIC).query({ pageSize: String(PAGE_SIZE), project: 'sockshop' })
         .reply(500, { code: 500, message: 'no matching event found' });
@@ -199,11 +212,10 @@ describe('poller', () => {
       const config = loadConfig({ env: env(extraEnv) });
       const created = new Poller({
         api: new KeptnApi(keptnApiOptions(config, 5_000)),
-        topics: config.pubsubTopic,
+        subscriptions: new SubscriptionSet(subscriptionsFromEnvironment(config.pubsubTopic, filterFromConfig(config)), 'environment'),
         intervalMs: 20,
         store,
         dispatcher,
-        filter: filterFromConfig(config),
         logger: logs.logger,
         metrics,
         random: () => 0.5,
@@ -465,9 +477,9 @@ describe('poller', () => {
     } = {}): Poller {
       const metrics = createMetrics({ defaultMetrics: false });
       return new Poller({
-        api, topics: [TOPIC, TOPIC2], intervalMs: 10, store,
+        api, subscriptions: unfiltered(TOPIC, TOPIC2), intervalMs: 10, store,
         dispatcher: new Dispatcher({ recipientUrl: new URL('http://127.0.0.1:9'), timeoutMs: 100, concurrency: 1, logger: logs.logger, metrics }),
-        filter: { projects: [], stages: [], services: [] }, logger: logs.logger, metrics, ...(sleep && { sleep }),
+        logger: logs.logger, metrics, ...(sleep && { sleep }),
       });
     }
 
@@ -512,8 +524,7 @@ describe('poller', () => {
       const metrics = createMetrics({ defaultMetrics: false });
       let queued = 5;
       const p = new Poller({
-        api, topics: [TOPIC, TOPIC2], intervalMs: 10, store: new MemoryDedupStore(), logger: logs.logger, metrics,
-        filter: { projects: [], stages: [], services: [] },
+        api, subscriptions: unfiltered(TOPIC, TOPIC2), intervalMs: 10, store: new MemoryDedupStore(), logger: logs.logger, metrics,
         dispatcher: {
           dispatch: () => Promise.reject(new Error('nothing to dispatch here')),
           stop: async () => undefined,
@@ -554,6 +565,92 @@ describe('poller', () => {
       await until(() => store.flushes >= 3, { what: 'cycles after the failing one' });
       await p.stop(AbortSignal.timeout(1_000));
       expect(logs.entries().filter((entry) => entry.message === 'poll cycle failed unexpectedly')).to.have.length(1);
+    });
+  });
+
+  describe('Poller: subscriptions changing at runtime', () => {
+    const SEEDED = { id: '', event: TOPIC, filter: { projects: [], stages: [], services: [] } };
+    const FROM_CONTROL_PLANE = { id: 'sub-1', event: TOPIC, filter: { projects: [], stages: [], services: [] } };
+
+    /** A dispatcher that holds every dispatch until the test sends (runs `beforeSend`) and settles it. */
+    function heldDispatches() {
+      const held: Array<{ event: { id: string; data?: unknown }; hooks: DispatchHooks; settle: (outcome: DispatchOutcome) => void }> = [];
+      return {
+        held,
+        dispatch: (_topic: string, event: { id: string; data?: unknown }, hooks: DispatchHooks = {}) => new Promise<DispatchOutcome>((settle) => {
+          held.push({ event, hooks, settle });
+        }),
+        stop: async () => undefined,
+        queued: 0,
+        whenQueueEmpty: async () => undefined,
+      };
+    }
+
+    function pollerOf(subscriptions: SubscriptionSet, dispatcher: ReturnType<typeof heldDispatches>, store = new MemoryDedupStore(), logs = logSink()): Poller {
+      return new Poller({
+        api: {
+          pollingUrlFor: (type: string) => new URL(`${ENDPOINT}/api/controlPlane/v1/event/triggered/${type}`),
+          triggeredEventsPage: async () => ({ events: [ev('e1')], nextPageKey: undefined, totalCount: undefined }),
+        },
+        subscriptions, intervalMs: 10, store, dispatcher: dispatcher as unknown as PollerOptions['dispatcher'],
+        logger: logs.logger, metrics: createMetrics({ defaultMetrics: false }),
+      });
+    }
+
+    it('a control-plane subscription takes over what the environment’s sent, and sends it again if that dispatch failed', async () => {
+      const subscriptions = new SubscriptionSet([SEEDED], 'environment', { settled: false });
+      const dispatcher = heldDispatches();
+      const store = new MemoryDedupStore();
+      const p = pollerOf(subscriptions, dispatcher, store);
+      await p.pollOnce();
+      expect(dispatcher.held).to.have.length(1);
+      await dispatcher.held[0]!.hooks.beforeSend?.();
+
+      subscriptions.replace([FROM_CONTROL_PLANE], 'control plane');
+      await p.pollOnce();
+      expect(dispatcher.held, 'taken over: not dispatched again').to.have.length(1);
+      expect(store.topics()).to.deep.equal([`${TOPIC}#sub-1`]);
+
+      dispatcher.held[0]!.settle({ kind: 'failed', reason: 'recipient down', attempts: 3 } as DispatchOutcome);
+      await until(() => !store.has(`${TOPIC}#sub-1`, 'e1'));
+      await p.pollOnce();
+      expect(dispatcher.held).to.have.length(2);
+      expect(dispatcher.held[1]!.event.data).to.deep.include({ temporaryData: { distributor: { subscriptionID: 'sub-1' } } });
+    });
+
+    it('one still waiting for a slot is not taken over: its dispatch is cancelled and the new subscription dispatches it', async () => {
+      const subscriptions = new SubscriptionSet([SEEDED], 'environment', { settled: false });
+      const dispatcher = heldDispatches();
+      const p = pollerOf(subscriptions, dispatcher);
+      await p.pollOnce();
+      subscriptions.replace([FROM_CONTROL_PLANE], 'control plane');
+      await p.pollOnce();
+      expect(dispatcher.held).to.have.length(2);
+      let refused: unknown;
+      await dispatcher.held[0]!.hooks.beforeSend?.().catch((error: unknown) => { refused = error; });
+      expect(String(refused)).to.match(/no longer lists it/);
+      await dispatcher.held[1]!.hooks.beforeSend?.();
+    });
+
+    it('until the subscriptions are settled, the records of an earlier run’s control-plane subscriptions are kept and honoured', async () => {
+      const store = new MemoryDedupStore();
+      store.add(`${TOPIC}#sub-1`, 'e1');
+      const dispatcher = heldDispatches();
+      const subscriptions = new SubscriptionSet([SEEDED], 'environment', { settled: false });
+      const logs = logSink();
+      const p = pollerOf(subscriptions, dispatcher, store, logs);
+      await p.start();
+      await until(() => logs.entries().some((entry) => entry.message === 'first poll cycle completed'), { what: 'the first cycle' });
+      await p.stop(AbortSignal.timeout(1_000));
+      expect(dispatcher.held, 'the seed knows e1 was handed over').to.have.length(0);
+      expect(store.has(`${TOPIC}#sub-1`, 'e1')).to.equal(true);
+
+      const settled = new MemoryDedupStore();
+      settled.add(`${TOPIC}#sub-1`, 'e1');
+      const q = pollerOf(new SubscriptionSet([SEEDED], 'environment'), heldDispatches(), settled);
+      await q.start();
+      await q.stop(AbortSignal.timeout(1_000));
+      expect(settled.has(`${TOPIC}#sub-1`, 'e1'), 'settled: the records of other subscriptions are freed').to.equal(false);
     });
   });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
@@ -6,7 +7,7 @@ import { loadConfig } from '../lib/config.ts';
 import { KeptnApi, keptnApiOptions } from '../lib/keptn-api.ts';
 import { createMetrics, type Metrics } from '../lib/metrics.ts';
 import {
-  MAX_REGISTRATION_RETRY_AFTER_MS, Registration, integrationIdOf, integrationOf, registrationRetryDelay, type Integration,
+  MAX_REGISTRATION_RETRY_AFTER_MS, Registration, integrationIdOf, integrationIdOf1x, integrationOf, registrationRetryDelay, type Integration,
 } from '../lib/registration.ts';
 import { logSink, type LogSink } from './helpers/log-sink.ts';
 import { until } from './helpers/until.ts';
@@ -99,6 +100,10 @@ describe('registration', () => {
           status: '',
           filter: { project: 'a,b', stage: 's-filter', service: '' },
         },
+        subscriptions: [
+          { id: '', event: 'sh.keptn.event.deployment.triggered', filter: { projects: ['a', 'b'], stages: ['s-filter'], services: [] } },
+          { id: '', event: 'sh.keptn.event.release.triggered', filter: { projects: ['a', 'b'], stages: ['s-filter'], services: [] } },
+        ],
       } satisfies Integration);
     });
 
@@ -119,6 +124,13 @@ describe('registration', () => {
       const integration = integrationOf(configOf({ K8S_DEPLOYMENT_NAME: 'my-service', K8S_NAMESPACE: 'keptn' }));
       expect(integrationIdOf(integration)).to.equal('adf006ef73806b4c4ebf87307e030ad6fec90d3f');
     });
+
+    it('the 1.x id of a new integration is the SHA-1 of name-namespace-nodename', () => {
+      const first = integrationOf(configOf({ K8S_DEPLOYMENT_NAME: 'my-service', K8S_NAMESPACE: 'keptn', K8S_NODE_NAME: 'plane-a' }));
+      const second = integrationOf(configOf({ K8S_DEPLOYMENT_NAME: 'my-service', K8S_NAMESPACE: 'keptn', K8S_NODE_NAME: 'plane-b' }));
+      expect(integrationIdOf1x(first)).to.equal(createHash('sha1').update('my-service-keptn-plane-a').digest('hex'));
+      expect(integrationIdOf1x(second)).to.not.equal(integrationIdOf1x(first));
+    });
   });
 
   describe('reference test cases (spec §14.2)', () => {
@@ -132,6 +144,9 @@ describe('registration', () => {
           kubernetesmetadata: { namespace: 'k8s-namespace', podname: 'k8s-podname', deploymentname: 'k8s-deployment' },
         },
         subscription: { topics: TOPICS.split(','), status: '', filter: { project: 'p-filter', stage: 's-filter', service: 'sv-filter' } },
+        subscriptions: TOPICS.split(',').map((event) => ({
+          id: '', event, filter: { projects: ['p-filter'], stages: ['s-filter'], services: ['sv-filter'] },
+        })),
       };
       nock(ENDPOINT, { reqheaders: { 'x-token': TOKEN, 'content-type': 'application/json' } })
         .post(REGISTRATION_PATH, expected).times(2).reply(200, { id: 'abcde' });

@@ -147,6 +147,14 @@ export class FileDedupStore implements DedupStore {
     return count;
   }
 
+  topics(): readonly string[] {
+    return this.#ids.topics();
+  }
+
+  ids(topic: string): readonly string[] {
+    return this.#ids.ids(topic);
+  }
+
   size(topic?: string): number {
     return this.#ids.size(topic);
   }

@@ -33,6 +33,14 @@ export class MemoryDedupStore implements DedupStore {
     return this.#ids.retainTopics(topics).reduce((total, [, ids]) => total + ids.length, 0);
   }
 
+  topics(): readonly string[] {
+    return this.#ids.topics();
+  }
+
+  ids(topic: string): readonly string[] {
+    return this.#ids.ids(topic);
+  }
+
   size(topic?: string): number {
     return this.#ids.size(topic);
   }

@@ -28,6 +28,10 @@ export interface DedupStore {
   retain(topic: string, listed: ReadonlySet<string>): number;
   /** Drops every topic that is not in `topics` (an earlier configuration's); returns the ids dropped. */
   retainTopics(topics: ReadonlySet<string>): number;
+  /** The topics (subscription keys) with ids recorded. */
+  topics(): readonly string[];
+  /** The ids recorded for `topic` (a copy): what a subscription replacing it takes over. */
+  ids(topic: string): readonly string[];
   /** Ids recorded for `topic`, or in all topics. */
   size(topic?: string): number;
   /** Writes out whatever is pending (removals are written lazily). */
@@ -81,6 +85,14 @@ export class IdSets {
     for (const [topic, ids] of this.#topics) if (!topics.has(topic)) dropped.push([topic, [...ids]]);
     for (const [topic] of dropped) this.#topics.delete(topic);
     return dropped;
+  }
+
+  topics(): string[] {
+    return [...this.#topics.keys()];
+  }
+
+  ids(topic: string): string[] {
+    return [...(this.#topics.get(topic) ?? [])];
   }
 
   size(topic?: string): number {

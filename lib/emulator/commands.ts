@@ -10,6 +10,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../duration.ts';
 import { isRecord, isTriggeredType } from './event-model.ts';
 import { DISCOVERY_PATH } from './oauth-routes.ts';
+import type { EmulatedApiVersion } from './keptn-routes.ts';
 import { startEmulator, type Emulator } from './server.ts';
 
 /** As in lib/cli.ts. */
@@ -42,6 +43,7 @@ export interface EmulateOptions {
   readonly oauthClientSecret?: string;
   /** Milliseconds an issued token is good for. */
   readonly oauthTokenLifetime?: number;
+  readonly apiVersion?: EmulatedApiVersion;
 }
 
 export interface TriggerOptions {
@@ -68,6 +70,8 @@ export function addEmulatorCommands(program: Command, io: EmulatorCommandIo): vo
     .addOption(new Option('--port <port>', 'port to listen on (0: any free port)').default(8090).argParser(parsePort))
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--token <token>', 'require this x-token on the Keptn API routes (default: no token needed)')
+    .addOption(new Option('--api-version <version>', 'the control plane generation: 0.8 (PUBSUB_TOPIC subscriptions) or 1.x (subscriptions, heartbeat, subscription API)')
+      .choices(['0.8', '1.x']).default('0.8'))
     .option('--pagination-bug', "reproduce the 0.8.x shipyard-controller's pagination bug (later pages repeat the first items)")
     .option('--oauth-client-id <id>', 'OAuth mode: serve a token endpoint for this client, and require its bearer token on the Keptn API routes')
     .option('--oauth-client-secret <secret>', 'OAuth mode: the client secret')
@@ -111,6 +115,7 @@ export async function emulate(options: EmulateOptions, io: CommandIo): Promise<n
       }),
       ...(options.token !== undefined && { token: options.token }),
       ...(options.paginationBug !== undefined && { paginationBug: options.paginationBug }),
+      ...(options.apiVersion !== undefined && { apiVersion: options.apiVersion }),
     });
   } catch (error) {
     io.err(`keptn-distributor emulate: cannot listen on ${host}:${port}: ${reasonOf(error)}`);
@@ -121,7 +126,8 @@ export async function emulate(options: EmulateOptions, io: CommandIo): Promise<n
     ? ` OAUTH_CLIENT_ID=${shellWord(clientId)} OAUTH_CLIENT_SECRET=${shellWord(clientSecret)} OAUTH_SCOPES=keptn OAUTH_DISCOVERY=${emulator.url}${DISCOVERY_PATH}`
     : '';
   io.out(`keptn control-plane emulator listening on ${emulator.url}; point an agent at it with `
-    + `KEPTN_API_ENDPOINT=${emulator.url}${token}${oauth} PUBSUB_TOPIC=sh.keptn.event.test.triggered`);
+    + `KEPTN_API_ENDPOINT=${emulator.url}${token}${oauth} PUBSUB_TOPIC=sh.keptn.event.test.triggered`
+    + (options.apiVersion === '1.x' ? ' (Keptn 1.x: subscriptions under …/uniform/registration/<id>/subscription)' : ''));
   if (!io.signal.aborted) await new Promise<void>((resolve) => io.signal.addEventListener('abort', () => resolve(), { once: true }));
   await emulator.close();
   return EXIT_OK;

@@ -3,6 +3,7 @@
  * public gateway: shipyard-controller (`/controlPlane`), api-service (`/v1`),
  * mongodb-datastore and configuration-service. Answers follow the wire
  * formats of the spec; where they knowingly differ, the comment says so.
+ * In 1.x mode the uniform routes are those of `uniform-1x.ts`.
  */
 import { takeInEvent } from './event-intake.ts';
 import { isRecord, type TriggerRequest, type TriggeredEvent } from './event-model.ts';
@@ -12,7 +13,11 @@ import { checkLogs } from './log-entries.ts';
 import { paginate, parseOffset, parsePageSize } from './pagination.ts';
 import { checkRegistration, matchesRegistrationQuery } from './registration.ts';
 import type { Route, RouteRequest } from './router.ts';
-import type { ControlPlaneState, EventFilter, Integration, LogEntry, ReceivedEvent } from './state.ts';
+import type { ControlPlaneState, EventFilter, Integration, LogEntry, ReceivedEvent, Subscription } from './state.ts';
+import { uniform1xRoutes } from './uniform-1x.ts';
+
+/** Which control plane the emulator is: 0.8.7, or 1.x (0.9 – 1.4.5: subscriptions, heartbeat). */
+export type EmulatedApiVersion = '0.8' | '1.x';
 
 /** What happened, for the emulator's listeners and its printed lines. */
 export interface Observer {
@@ -20,6 +25,7 @@ export interface Observer {
   polled(type: string, events: readonly TriggeredEvent[]): void;
   registered(integration: Integration, isNew: boolean): void;
   unregistered(id: string): void;
+  subscriptionChanged(integration: Integration, subscription: Subscription, change: 'added' | 'changed' | 'removed'): void;
   logged(entries: readonly LogEntry[]): void;
 }
 
@@ -27,6 +33,7 @@ export interface Observer {
 export interface RouteContext {
   readonly state: ControlPlaneState;
   readonly paginationBug: boolean;
+  readonly apiVersion: EmulatedApiVersion;
   readonly now: () => Date;
   readonly observer: Observer;
   /** Starts a task: the one way a `.triggered` event is made, shared with `emulator.trigger()`. */
@@ -38,10 +45,12 @@ const DEFAULT_PAGE_SIZE = 20;
 const DATASTORE_MAX_PAGE_SIZE = 100;
 
 export function keptnRoutes(context: RouteContext): Route[] {
+  const uniform: Route[] = context.apiVersion === '1.x' ? uniform1xRoutes(context)
+    : [{ method: 'POST', pattern: '/controlPlane/v1/uniform/registration', key: 'register', auth: true, body: 'json', handle: (request) => register(context, request) }];
   return [
+    ...uniform,
     { method: 'GET', pattern: '/controlPlane/v1/event/triggered/:type', key: 'poll', auth: true, body: 'none', handle: (request) => triggeredEvents(context, request) },
     { method: 'POST', pattern: '/v1/event', key: 'event', auth: true, body: 'json', consumes: ['application/json', 'application/cloudevents+json'], handle: (request) => postEvent(context, request) },
-    { method: 'POST', pattern: '/controlPlane/v1/uniform/registration', key: 'register', auth: true, body: 'json', handle: (request) => register(context, request) },
     { method: 'GET', pattern: '/controlPlane/v1/uniform/registration', key: 'registrations', auth: true, body: 'none', handle: (request) => registrations(context, request) },
     { method: 'DELETE', pattern: '/controlPlane/v1/uniform/registration/:id', key: 'unregister', auth: true, body: 'none', handle: (request) => unregister(context, request) },
     { method: 'POST', pattern: '/controlPlane/v1/log', key: 'log', auth: true, body: 'json', handle: (request) => postLogs(context, request) },

@@ -14,7 +14,7 @@
  */
 import { placeOf, isRecord, type TriggeredEvent } from './event-model.ts';
 import type { Outcome } from './lifecycle.ts';
-import type { Integration, LogEntry, ReceivedEvent } from './state.ts';
+import type { Integration, LogEntry, ReceivedEvent, Subscription } from './state.ts';
 
 export interface Narrator {
   opened(event: TriggeredEvent): void;
@@ -22,6 +22,7 @@ export interface Narrator {
   polled(type: string, events: readonly TriggeredEvent[]): void;
   registered(integration: Integration, isNew: boolean): void;
   unregistered(id: string): void;
+  subscriptionChanged(integration: Integration, subscription: Subscription, change: 'added' | 'changed' | 'removed'): void;
   logged(entries: readonly LogEntry[]): void;
   /** A request answered with an error status. */
   refused(method: string, path: string, status: number, why: string): void;
@@ -52,11 +53,18 @@ export function createNarrator(log: ((line: string) => void) | undefined, now: (
       if (!isNew) return;
       const metadata = integration.metadata;
       const kubernetes = isRecord(metadata.kubernetesmetadata) ? metadata.kubernetesmetadata : {};
-      const topics = Array.isArray(integration.subscription.topics) ? integration.subscription.topics.join(', ') : '';
+      const topics = integration.subscriptions !== undefined ? integration.subscriptions.map((subscription) => subscription.event).join(', ')
+        : Array.isArray(integration.subscription.topics) ? integration.subscription.topics.join(', ') : '';
       say(`⇄ registered ${integration.name} (namespace ${String(kubernetes.namespace)})  id ${short(integration.id)}${topics ? `  topics ${topics}` : ''}`);
     },
     unregistered(id) {
       say(`⇄ unregistered ${short(id)}`);
+    },
+    subscriptionChanged(integration, subscription, change) {
+      const { projects, stages, services } = subscription.filter;
+      const fields: Array<[string, readonly string[]]> = [['project', projects], ['stage', stages], ['service', services]];
+      const filter = fields.filter(([, values]) => values.length > 0).map(([field, values]) => `${field}=${values.join('|')}`).join(' ');
+      say(`⇄ subscription ${change} ${integration.name}  ${subscription.event}${filter ? `  ${filter}` : ''}  id ${short(subscription.id)}`);
     },
     logged(entries) {
       for (const entry of entries) {

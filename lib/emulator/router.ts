@@ -15,13 +15,14 @@ import type { Reply } from './json-http.ts';
 
 /** Every route key; faults and request counters are per key. */
 export const ROUTE_KEYS = [
-  'poll', 'event', 'register', 'unregister', 'registrations', 'log', 'datastore', 'proxy', 'inspect', 'trigger', 'oauth',
+  'poll', 'event', 'register', 'unregister', 'registrations', 'ping', 'subscriptions', 'log', 'datastore', 'proxy', 'inspect', 'trigger', 'oauth',
 ] as const;
 
 /**
  * A short name for a group of routes:
  * `poll` GET …/event/triggered/{type}; `event` POST /v1/event;
  * `register` POST, `unregister` DELETE and `registrations` GET …/uniform/registration;
+ * `ping` PUT …/registration/{id}/ping and `subscriptions` …/registration/{id}/subscription… (1.x mode);
  * `log` …/v1/log; `datastore` GET /mongodb-datastore/event;
  * `proxy` the routes that exist for the agent's API proxy tests (project, resources, echo);
  * `inspect` GET /emulator/…; `trigger` POST /emulator/trigger;

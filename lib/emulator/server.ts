@@ -23,7 +23,7 @@ import {
 } from './event-model.ts';
 import { Faults, failureReply } from './faults.ts';
 import { keptnError, readRequestBody, send, type Reply } from './json-http.ts';
-import { keptnRoutes, type Observer, type RouteContext } from './keptn-routes.ts';
+import { keptnRoutes, type EmulatedApiVersion, type Observer, type RouteContext } from './keptn-routes.ts';
 import { openTask } from './lifecycle.ts';
 import { OAuthIssuer, type IssuedToken, type OAuthEmulationOptions } from './oauth-routes.ts';
 import { createNarrator, type Narrator } from './narrator.ts';
@@ -52,6 +52,8 @@ export interface EmulatorOptions {
   readonly oauth?: OAuthEmulationOptions;
   /** Reproduce the shipyard-controller's pagination bug on the poll route (spec §4.8.3). Default false: correct pages. */
   readonly paginationBug?: boolean;
+  /** The control plane generation: 0.8 (default; no heartbeat route, so a ping is 404) or 1.x (subscriptions, ping, subscription CRUD). */
+  readonly apiVersion?: EmulatedApiVersion;
   /** Largest request body accepted, in bytes; default 5 MiB. Larger ones get 413. */
   readonly bodyLimit?: number;
   /** Receives one readable line per thing that happens (the CLI passes console output). Silent when absent. */
@@ -81,6 +83,7 @@ export interface EmulatorEvents {
   completed: [finished: ReceivedEvent];
   registered: [integration: Integration];
   unregistered: [id: string];
+  subscriptions: [integration: Integration];
   logged: [entries: readonly LogEntry[]];
   request: [request: AnsweredRequest];
   /** Something changed or a request arrived or was answered: the moment to re-check a condition. */
@@ -141,6 +144,7 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
     const context: RouteContext = {
       state: this.#state,
       paginationBug: options.paginationBug ?? false,
+      apiVersion: options.apiVersion ?? '0.8',
       now: this.#now,
       observer: this.#observer(),
       trigger: (request) => this.trigger(request),
@@ -326,6 +330,11 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
       unregistered: (id) => {
         narrator.unregistered(id);
         this.emit('unregistered', id);
+      },
+      subscriptionChanged: (integration, subscription, change) => {
+        narrator.subscriptionChanged(integration, subscription, change);
+        const updated = this.#state.integration(integration.id);
+        if (updated) this.emit('subscriptions', updated);
       },
       logged: (entries) => {
         narrator.logged(entries);

@@ -30,12 +30,23 @@ export interface StartedRecord {
   readonly eventId: string;
 }
 
-/** A registered integration as the 0.8.x shipyard-controller stores it (spec §9.2–9.3). */
+/** A 1.x event subscription (go-utils `models.EventSubscription`). */
+export interface Subscription {
+  readonly id: string;
+  readonly event: string;
+  readonly filter: { readonly projects: readonly string[]; readonly stages: readonly string[]; readonly services: readonly string[] };
+}
+
+/**
+ * A registered integration as the 0.8.x shipyard-controller stores it (spec
+ * §9.2–9.3); in 1.x mode with its `subscriptions` too.
+ */
 export interface Integration {
   readonly id: string;
   readonly name: string;
   readonly metadata: Readonly<Record<string, unknown>> & { readonly lastseen: string };
   readonly subscription: Readonly<Record<string, unknown>>;
+  readonly subscriptions?: readonly Subscription[];
 }
 
 /** A log entry of `POST /controlPlane/v1/log` (spec §8.4). */
@@ -198,6 +209,10 @@ export class ControlPlaneState {
   /** Deletes a registration; false when there was none with that id. */
   unregister(id: string): boolean {
     return this.#integrations.delete(id);
+  }
+
+  integration(id: string): Integration | undefined {
+    return this.#integrations.get(id);
   }
 
   integrations(): Integration[] {

@@ -116,6 +116,23 @@ describe('emulator commands: emulate', () => {
     expect(io.errors).to.deep.equal([]);
   });
 
+  it('--api-version 1.x serves the 1.x uniform: registration with subscriptions, ping, and says so', async () => {
+    const io = recordingIo();
+    const running = emulate({ port: 0, apiVersion: '1.x' }, io);
+    const line = await io.firstLine;
+    expect(line).to.include('(Keptn 1.x: subscriptions under …/uniform/registration/<id>/subscription)');
+    const url = /listening on (http:\/\/127\.0\.0\.1:\d+);/.exec(line)?.[1] ?? '';
+    const registered = await call(`${url}/controlPlane/v1/uniform/registration`, {
+      json: { name: 'svc', metadata: { hostname: 'n', kubernetesmetadata: { namespace: 'ns' } }, subscriptions: [{ event: TASK.type }] },
+    });
+    expect(registered.status).to.equal(201);
+    const ping = await call(`${url}/controlPlane/v1/uniform/registration/${String(registered.body.id)}/ping`, { method: 'PUT' });
+    expect(ping.status).to.equal(200);
+    expect(io.lines.slice(1).join('\n')).to.match(/⇄ registered svc \(namespace ns\) {2}id \S+ {2}topics sh\.keptn\.event\.deployment\.triggered/);
+    io.stop();
+    expect(await running).to.equal(0);
+  });
+
   it('quotes a token the shell would split', async () => {
     const io = recordingIo();
     const running = emulate({ port: 0, token: "it's secret" }, io);
@@ -152,9 +169,14 @@ describe('emulator commands: wiring into commander', () => {
     const io = recordingIo();
     io.stop();
     const codes: number[] = [];
-    await program(io, codes).parseAsync(['emulate', '--port', '0', '--pagination-bug'], { from: 'user' });
+    await program(io, codes).parseAsync(['emulate', '--port', '0', '--pagination-bug', '--api-version', '1.x'], { from: 'user' });
     expect(codes).to.deep.equal([0]);
-    expect(io.lines[0]).to.match(/listening on http:\/\/127\.0\.0\.1:\d+/);
+    expect(io.lines[0]).to.match(/listening on http:\/\/127\.0\.0\.1:\d+.*Keptn 1\.x/);
+  });
+
+  it('refuses an unknown --api-version as a usage error', async () => {
+    const error = await program(recordingIo(), []).parseAsync(['emulate', '--api-version', '2'], { from: 'user' }).then(() => undefined, (thrown: unknown) => thrown);
+    expect((error as CommanderError).code).to.equal('commander.invalidArgument');
   });
 
   it('requires --type, --project, --stage and --service for trigger', async () => {

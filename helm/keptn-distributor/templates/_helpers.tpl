@@ -104,6 +104,8 @@ The token and the downward-API variables are set in the Deployment itself.
 {{- $settings := list
   (list "KEPTN_API_ENDPOINT" $v.keptn.apiEndpoint)
   (list "HTTP_SSL_VERIFY" $v.keptn.sslVerify)
+  (list "KEPTN_API_VERSION" $v.keptn.apiVersion)
+  (list "HEARTBEAT_INTERVAL" $v.keptn.heartbeatInterval)
   (list "CONNECTION_TYPE" $v.keptn.connectionType)
   (list "HTTP_EVENT_POLLING_ENDPOINT" $v.keptn.pollingEndpoint)
   (list "HTTP_EVENT_FORWARDING_ENDPOINT" $v.keptn.forwardingEndpoint)
@@ -181,8 +183,8 @@ what needs several values at once, with one message naming every problem.
 {{- if and (not .Values.keptn.apiToken) (not .Values.keptn.existingSecret) }}
 {{- $problems = append $problems "keptn.existingSecret (a Secret holding the API token under keptn.existingSecretKey) or keptn.apiToken is required" }}
 {{- end }}
-{{- if not .Values.subscription.topics }}
-{{- $problems = append $problems "subscription.topics is required: the event types to poll, e.g. --set 'subscription.topics={sh.keptn.event.deployment.triggered}'" }}
+{{- if and (not .Values.subscription.topics) (eq (toString .Values.keptn.apiVersion) "0.8") }}
+{{- $problems = append $problems "subscription.topics is required with keptn.apiVersion 0.8: the event types to poll, e.g. --set 'subscription.topics={sh.keptn.event.deployment.triggered}'" }}
 {{- end }}
 {{- end }}
 {{- if and .Values.keptn.apiToken .Values.keptn.existingSecret }}
