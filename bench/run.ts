@@ -4,7 +4,8 @@
  * the same work done bare. Prints a Markdown table of medians.
  *
  *   (a) dispatch: 10,000 open triggered events → recipient, vs a bare node:http loop
- *   (b) relay: 5,000 .finished events (1,000 contexts × 5, in order) posted at concurrency 32 → control plane, vs posting directly
+ *   (b) relay: 5,000 .finished events (1,000 contexts × 5, in order) posted at concurrency 32 → control plane, vs posting directly;
+ *       and 1,000 events paced at 200 events/s (open loop), the load of a busy Keptn-service, not a saturated one
  *   (c) footprint: idle-polling 5 topics × 200 open events for 10 s
  *
  * Options: --runs N (default 3); --only dispatch|relay|idle (one part, e.g.
@@ -26,6 +27,10 @@ const DISPATCH_EVENTS = 10_000;
 const RELAY_EVENTS = 5_000;
 const RELAY_CONCURRENCY = 32;
 const RELAY_EVENTS_PER_CONTEXT = 5;
+const PACED_EVENTS = 1_000;
+const PACED_RATE = 200;
+/** Paced events sent first and not measured: a long-running agent has its code compiled and its connections open. */
+const PACED_WARMUP = 200;
 const IDLE_TOPICS = 5;
 const IDLE_EVENTS_PER_TOPIC = 200;
 const IDLE_SECONDS = 10;
@@ -112,13 +117,28 @@ async function dispatchRun(runner: 'agent' | 'bare', nodeArgs: readonly string[]
 
 interface RelayRun { eventsPerSecond: number; p50Ms: number; p99Ms: number; lost: number; reordered: number }
 
+/** One `.finished` event of the relay runs, `index` within its context. */
+function finishedEvent(id: string, context: number | string, index: number): string {
+  return JSON.stringify({
+    specversion: '1.0', id, source: 'bench', type: 'sh.keptn.event.bench.finished', time: new Date().toISOString(),
+    shkeptncontext: `ctx-${context}`, triggeredid: `triggered-${context}`,
+    data: { project: 'bench', stage: 'dev', service: 'svc', status: 'succeeded', result: 'pass', index },
+  });
+}
+
 /**
- * Posts `.finished` events at a fixed concurrency; latency = post start → the
- * control plane has it. The events come in contexts of RELAY_EVENTS_PER_CONTEXT,
- * each context posted in order by one poster, so that order within a context
- * is checked at the control plane too.
+ * Posts `.finished` events; latency = post start → the control plane has it.
+ * The events come in contexts of RELAY_EVENTS_PER_CONTEXT, posted in order, so
+ * that order within a context is checked at the control plane too.
+ *
+ * `closed`: RELAY_EVENTS at RELAY_CONCURRENCY, each poster sending its next
+ * event when the last is answered (saturation). `paced`: PACED_EVENTS at
+ * PACED_RATE events/s, each sent on schedule whatever the answers (open loop),
+ * after PACED_WARMUP unmeasured ones; consecutive events of a context are a
+ * second apart.
  */
-async function relayRun(target: 'agent' | 'direct'): Promise<RelayRun> {
+async function relayRun(target: 'agent' | 'direct', load: 'closed' | 'paced' = 'closed'): Promise<RelayRun> {
+  const total = load === 'closed' ? RELAY_EVENTS : PACED_EVENTS;
   const emulator = await startEmulator({ port: 0 });
   const sentAt = new Map<string, number>();
   const latencies: number[] = [];
@@ -150,30 +170,48 @@ async function relayRun(target: 'agent' | 'direct'): Promise<RelayRun> {
     req.end(body);
   });
   try {
-    const first = performance.now();
-    let nextContext = 0;
-    const contexts = RELAY_EVENTS / RELAY_EVENTS_PER_CONTEXT;
-    const poster = async (): Promise<void> => {
-      while (nextContext < contexts) {
-        const context = nextContext++;
-        for (let index = 0; index < RELAY_EVENTS_PER_CONTEXT; index++) {
-          const id = `relay-${context}-${index}`;
-          const body = JSON.stringify({
-            specversion: '1.0', id, source: 'bench', type: 'sh.keptn.event.bench.finished', time: new Date().toISOString(),
-            shkeptncontext: `ctx-${context}`, triggeredid: `triggered-${context}`,
-            data: { project: 'bench', stage: 'dev', service: 'svc', status: 'succeeded', result: 'pass', index },
-          });
-          sentAt.set(id, performance.now());
-          const status = await post(body);
-          if (status >= 300) throw new Error(`${target}: answered ${status}`);
-        }
-      }
+    const send = async (context: number | string, index: number): Promise<void> => {
+      const id = `relay-${context}-${index}`;
+      const body = finishedEvent(id, context, index);
+      if (typeof context === 'number') sentAt.set(id, performance.now());
+      const status = await post(body);
+      if (status >= 300) throw new Error(`${target}: answered ${status}`);
     };
-    await Promise.all(Array.from({ length: RELAY_CONCURRENCY }, poster));
-    await emulator.waitFor(() => latencies.length >= RELAY_EVENTS, { timeout: 60_000, what: 'every relayed event' });
+    const contexts = total / RELAY_EVENTS_PER_CONTEXT;
+    if (load === 'paced') {
+      const start = performance.now();
+      const warming: Array<Promise<void>> = [];
+      for (let n = 0; n < PACED_WARMUP; n++) {
+        const slot = start + (n * 1_000) / PACED_RATE - performance.now();
+        if (slot > 0) await delay(slot);
+        warming.push(send(`warmup-${n}`, 0));
+      }
+      await Promise.all(warming);
+    }
+    const first = performance.now();
+    if (load === 'closed') {
+      let nextContext = 0;
+      const poster = async (): Promise<void> => {
+        while (nextContext < contexts) {
+          const context = nextContext++;
+          for (let index = 0; index < RELAY_EVENTS_PER_CONTEXT; index++) await send(context, index);
+        }
+      };
+      await Promise.all(Array.from({ length: RELAY_CONCURRENCY }, poster));
+    } else {
+      const sending: Array<Promise<void>> = [];
+      for (let n = 0; n < total; n++) {
+        // The load generator's clock, not a synchronisation: event n leaves at its slot.
+        const slot = first + (n * 1_000) / PACED_RATE - performance.now();
+        if (slot > 0) await delay(slot);
+        sending.push(send(n % contexts, Math.floor(n / contexts)));
+      }
+      await Promise.all(sending);
+    }
+    await emulator.waitFor(() => latencies.length >= total, { timeout: 60_000, what: 'every relayed event' });
     latencies.sort((a, b) => a - b);
     const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-    return { eventsPerSecond: RELAY_EVENTS / ((last - first) / 1_000), p50Ms: at(0.5), p99Ms: at(0.99), lost: RELAY_EVENTS - latencies.length, reordered };
+    return { eventsPerSecond: total / ((last - first) / 1_000), p50Ms: at(0.5), p99Ms: at(0.99), lost: total - latencies.length, reordered };
   } finally {
     httpAgent.destroy();
     await agent?.stop();
@@ -236,6 +274,8 @@ const bareDispatch = part('dispatch') ? await repeat('dispatch (bare loop)', () 
 const smallDispatch = part('dispatch') ? await repeat('dispatch (agent, node --optimize-for-size)', () => dispatchRun('agent', ['--optimize-for-size'])) : [];
 const agentRelay = part('relay') ? await repeat('relay (agent)', () => relayRun('agent')) : [];
 const directRelay = part('relay') ? await repeat('relay (direct)', () => relayRun('direct')) : [];
+const agentPaced = part('relay') ? await repeat(`relay (agent, ${PACED_RATE} events/s)`, () => relayRun('agent', 'paced')) : [];
+const directPaced = part('relay') ? await repeat(`relay (direct, ${PACED_RATE} events/s)`, () => relayRun('direct', 'paced')) : [];
 const idle = part('idle') ? await repeat('idle', () => idleRun()) : [];
 const smallIdle = part('idle') ? await repeat('idle (node --optimize-for-size)', () => idleRun(['--optimize-for-size'])) : [];
 
@@ -259,6 +299,11 @@ if (part('relay')) {
     ['(b) p99 post → control plane', `${fmt(m(agentRelay, (r) => r.p99Ms), 2)} ms`, `${fmt(m(directRelay, (r) => r.p99Ms), 2)} ms`,
       `+${fmt(m(agentRelay, (r) => r.p99Ms) - m(directRelay, (r) => r.p99Ms), 2)} ms (target < 2 ms)`],
     ['(b) events lost / out of order in their context', `${fmt(Math.max(...agentRelay.map((r) => r.lost)))} / ${fmt(Math.max(...agentRelay.map((r) => r.reordered)))}`, '', 'must be 0 / 0'],
+    [`(b) paced, ${fmt(PACED_EVENTS)} events at ${PACED_RATE}/s: p50 post → control plane`, `${fmt(m(agentPaced, (r) => r.p50Ms), 2)} ms`, `${fmt(m(directPaced, (r) => r.p50Ms), 2)} ms`,
+      `+${fmt(m(agentPaced, (r) => r.p50Ms) - m(directPaced, (r) => r.p50Ms), 2)} ms`],
+    [`(b) paced, ${fmt(PACED_EVENTS)} events at ${PACED_RATE}/s: p99 post → control plane`, `${fmt(m(agentPaced, (r) => r.p99Ms), 2)} ms`, `${fmt(m(directPaced, (r) => r.p99Ms), 2)} ms`,
+      `+${fmt(m(agentPaced, (r) => r.p99Ms) - m(directPaced, (r) => r.p99Ms), 2)} ms (target < 2 ms)`],
+    ['(b) paced: events lost / out of order', `${fmt(Math.max(...agentPaced.map((r) => r.lost)))} / ${fmt(Math.max(...agentPaced.map((r) => r.reordered)))}`, '', 'must be 0 / 0'],
   );
 }
 if (part('idle')) {
