@@ -5,16 +5,18 @@
  *
  *   (a) dispatch: 10,000 open triggered events → recipient, vs a bare node:http loop
  *   (b) relay: 5,000 .finished events (1,000 contexts × 5, in order) posted at concurrency 32 → control plane, vs posting directly;
- *       and 1,000 events paced at 200 events/s (open loop), the load of a busy Keptn-service, not a saturated one
+ *       and 1,000 events paced at 200 events/s (open loop), the load of a busy Keptn-service, not a saturated one,
+ *       vs a bare relay process (bench/bare-relay.ts) and vs posting directly
  *   (c) footprint: idle-polling 5 topics × 200 open events for 10 s
  *
  * Options: --runs N (default 3); --only dispatch|relay|idle (one part, e.g.
  * while profiling with BENCH_AGENT_NODE_ARGS='--cpu-prof --cpu-prof-dir=DIR').
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
 import { cpus, totalmem } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import { startEmulator, type Emulator } from '../lib/emulator/server.ts';
@@ -137,7 +139,7 @@ function finishedEvent(id: string, context: number | string, index: number): str
  * after PACED_WARMUP unmeasured ones; consecutive events of a context are a
  * second apart.
  */
-async function relayRun(target: 'agent' | 'direct', load: 'closed' | 'paced' = 'closed'): Promise<RelayRun> {
+async function relayRun(target: 'agent' | 'bare' | 'direct', load: 'closed' | 'paced' = 'closed'): Promise<RelayRun> {
   const total = load === 'closed' ? RELAY_EVENTS : PACED_EVENTS;
   const emulator = await startEmulator({ port: 0 });
   const sentAt = new Map<string, number>();
@@ -159,7 +161,8 @@ async function relayRun(target: 'agent' | 'direct', load: 'closed' | 'paced' = '
   const agent = target === 'agent'
     ? await startAgentProcess({ KEPTN_API_ENDPOINT: emulator.url, PUBSUB_TOPIC: TYPE, HTTP_POLLING_INTERVAL: '10' }, { relayPort })
     : undefined;
-  const url = new URL(agent ? `${agent.relayUrl}/event` : `${emulator.url}/v1/event`);
+  const bare = target === 'bare' ? await startBareRelay(relayPort, `${emulator.url}/v1/event`) : undefined;
+  const url = new URL(agent ? `${agent.relayUrl}/event` : bare ? `http://127.0.0.1:${relayPort}/event` : `${emulator.url}/v1/event`);
   const httpAgent = new Agent({ keepAlive: true, maxSockets: RELAY_CONCURRENCY });
   const post = (body: string): Promise<number> => new Promise((resolve, reject) => {
     const req = request(url, { method: 'POST', agent: httpAgent, headers: { 'content-type': 'application/cloudevents+json' } }, (res) => {
@@ -215,8 +218,21 @@ async function relayRun(target: 'agent' | 'direct', load: 'closed' | 'paced' = '
   } finally {
     httpAgent.destroy();
     await agent?.stop();
+    if (bare) {
+      bare.kill('SIGTERM');
+      await once(bare, 'exit');
+    }
     await emulator.close();
   }
+}
+
+/** bench/bare-relay.ts in its own process, once it listens. */
+async function startBareRelay(port: number, eventUrl: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./bare-relay.ts', import.meta.url).pathname, String(port), eventUrl],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = await once(createInterface({ input: child.stdout! }), 'line') as [string];
+  if (line !== 'listening') throw new Error(`bare relay: ${line}`);
+  return child;
 }
 
 interface IdleRun { cpuPercent: number; peakRssMiB: number }
@@ -275,6 +291,7 @@ const smallDispatch = part('dispatch') ? await repeat('dispatch (agent, node --o
 const agentRelay = part('relay') ? await repeat('relay (agent)', () => relayRun('agent')) : [];
 const directRelay = part('relay') ? await repeat('relay (direct)', () => relayRun('direct')) : [];
 const agentPaced = part('relay') ? await repeat(`relay (agent, ${PACED_RATE} events/s)`, () => relayRun('agent', 'paced')) : [];
+const barePaced = part('relay') ? await repeat(`relay (bare relay process, ${PACED_RATE} events/s)`, () => relayRun('bare', 'paced')) : [];
 const directPaced = part('relay') ? await repeat(`relay (direct, ${PACED_RATE} events/s)`, () => relayRun('direct', 'paced')) : [];
 const idle = part('idle') ? await repeat('idle', () => idleRun()) : [];
 const smallIdle = part('idle') ? await repeat('idle (node --optimize-for-size)', () => idleRun(['--optimize-for-size'])) : [];
@@ -299,10 +316,12 @@ if (part('relay')) {
     ['(b) p99 post → control plane', `${fmt(m(agentRelay, (r) => r.p99Ms), 2)} ms`, `${fmt(m(directRelay, (r) => r.p99Ms), 2)} ms`,
       `+${fmt(m(agentRelay, (r) => r.p99Ms) - m(directRelay, (r) => r.p99Ms), 2)} ms (target < 2 ms)`],
     ['(b) events lost / out of order in their context', `${fmt(Math.max(...agentRelay.map((r) => r.lost)))} / ${fmt(Math.max(...agentRelay.map((r) => r.reordered)))}`, '', 'must be 0 / 0'],
-    [`(b) paced, ${fmt(PACED_EVENTS)} events at ${PACED_RATE}/s: p50 post → control plane`, `${fmt(m(agentPaced, (r) => r.p50Ms), 2)} ms`, `${fmt(m(directPaced, (r) => r.p50Ms), 2)} ms`,
-      `+${fmt(m(agentPaced, (r) => r.p50Ms) - m(directPaced, (r) => r.p50Ms), 2)} ms`],
-    [`(b) paced, ${fmt(PACED_EVENTS)} events at ${PACED_RATE}/s: p99 post → control plane`, `${fmt(m(agentPaced, (r) => r.p99Ms), 2)} ms`, `${fmt(m(directPaced, (r) => r.p99Ms), 2)} ms`,
-      `+${fmt(m(agentPaced, (r) => r.p99Ms) - m(directPaced, (r) => r.p99Ms), 2)} ms (target < 2 ms)`],
+    ...(['p50Ms', 'p99Ms'] as const).map((q) => {
+      const [agentMs, bareMs, directMs] = [agentPaced, barePaced, directPaced].map((runs) => m(runs, (r) => r[q]));
+      return [`(b) paced, ${fmt(PACED_EVENTS)} events at ${PACED_RATE}/s: ${q.slice(0, 3)} post → control plane`, `${fmt(agentMs!, 2)} ms`,
+        `${fmt(bareMs!, 2)} ms (bare relay process); ${fmt(directMs!, 2)} ms (direct)`,
+        `+${fmt(agentMs! - bareMs!, 2)} ms vs bare; +${fmt(agentMs! - directMs!, 2)} ms vs direct${q === 'p99Ms' ? ' (target < 2 ms)' : ''}`];
+    }),
     ['(b) paced: events lost / out of order', `${fmt(Math.max(...agentPaced.map((r) => r.lost)))} / ${fmt(Math.max(...agentPaced.map((r) => r.reordered)))}`, '', 'must be 0 / 0'],
   );
 }
