@@ -51,6 +51,9 @@ export interface Agent {
   readonly closed: Promise<void>;
 }
 
+/** With KEPTN_API_VERSION=auto, how long the PUBSUB_TOPIC types wait for the heartbeat before they are polled. */
+export const AUTO_DETECTION_HOLD_MS = 30_000;
+
 export function startAgent(config: Config, { signal, logger, metrics = createMetrics() }: AgentOptions): Agent {
   const addresses: AgentAddresses = {};
   const readiness = new Readiness();
@@ -93,7 +96,12 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   // Unsettled while a heartbeat may bring the control plane's (HTTP mode with registration, not 0.8).
   const heartbeatPossible = config.connectionType === 'http' && config.controlPlaneUrl !== undefined
     && !config.disableRegistration && config.keptnApiVersion !== '0.8';
-  const subscriptions = new SubscriptionSet(seeds, 'environment', { settled: !heartbeatPossible });
+  // Not polled until then: with KEPTN_API_VERSION=1.x at all (as the reference); with auto for at most
+  // AUTO_DETECTION_HOLD_MS, after which the PUBSUB_TOPIC types are polled until the heartbeat decides.
+  const subscriptions = new SubscriptionSet(seeds, 'environment', {
+    settled: !heartbeatPossible,
+    holdMs: config.keptnApiVersion === '1.x' ? Infinity : AUTO_DETECTION_HOLD_MS,
+  });
   metrics.subscriptions.set(seeds.length);
   let errorLogs: Pick<UniformLog, 'observe'> = { observe: () => undefined };
   let heartbeat: Heartbeat | undefined;

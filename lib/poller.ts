@@ -71,6 +71,8 @@ const NOTICED_MAX = 10_000;
 const YIELD_EVERY = 256;
 /** Longest wait between cycles while polls fail. */
 export const MAX_BACKOFF_MS = 60_000;
+/** How often a poller held back by unsettled subscriptions checks again. */
+export const HOLD_CHECK_MS = 1_000;
 /**
  * Limit for one page request: three times the current wait between cycles
  * (a request slower than that delays the cycles it is meant to feed), at
@@ -193,7 +195,7 @@ function idOf(entry: unknown): string | undefined {
 export interface PollerOptions {
   readonly api: PollingApi;
   /** What to poll: read at the start of every cycle. */
-  readonly subscriptions: { readonly current: readonly Subscription[]; readonly settled: boolean };
+  readonly subscriptions: { readonly current: readonly Subscription[]; readonly settled: boolean; readonly pollable: boolean };
   readonly intervalMs: number;
   readonly store: DedupStore;
   readonly dispatcher: Pick<Dispatcher, 'dispatch' | 'stop' | 'queued' | 'whenQueueEmpty'>;
@@ -263,7 +265,11 @@ export class Poller implements Part {
       for (const subscription of this.#polled) {
         const key = dedupKeyOf(subscription);
         for (const earlier of store.topics().filter((topic) => topic.startsWith(`${subscription.event}#`))) {
-          for (const id of store.ids(earlier)) store.add(key, id);
+          // Persisted: if the environment's subscriptions stay in force, the earlier records are pruned.
+          for (const id of store.ids(earlier)) {
+            store.add(key, id);
+            await store.persist(key, id);
+          }
         }
       }
     }
@@ -281,6 +287,11 @@ export class Poller implements Part {
 
   /** Runs one cycle: every subscription at once. Resolves true when no poll failed. */
   async pollOnce(): Promise<boolean> {
+    if (!this.#options.subscriptions.pollable) {
+      // Waiting for the heartbeat to say what is subscribed (see SubscriptionSet.pollable).
+      this.#wait = Math.min(this.#options.intervalMs, HOLD_CHECK_MS);
+      return true;
+    }
     const subscriptions = this.#options.subscriptions.current;
     if (subscriptions !== this.#polled) await this.#follow(subscriptions);
     this.#pruneWhenSettled();

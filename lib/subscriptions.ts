@@ -43,7 +43,10 @@ export function dedupKeyOf(subscription: Subscription): string {
  * Entries without an event type are dropped: nothing can be polled for them.
  */
 export function subscriptionsOfIntegration(body: unknown): Subscription[] | undefined {
-  if (!isRecord(body) || !Array.isArray(body.subscriptions)) return undefined;
+  if (!isRecord(body)) return undefined;
+  // Go encodes an integration stored without subscriptions (nil slice, no omitempty) as `null`.
+  if (body.subscriptions === null && typeof body.id === 'string') return [];
+  if (!Array.isArray(body.subscriptions)) return undefined;
   const subscriptions: Subscription[] = [];
   for (const entry of body.subscriptions) {
     if (!isRecord(entry) || typeof entry.event !== 'string' || entry.event === '') continue;
@@ -96,12 +99,32 @@ export class SubscriptionSet {
   #current: readonly Subscription[];
   #source: SubscriptionSource;
   #settled: boolean;
+  readonly #holdUntil: number;
+  readonly #now: () => number;
 
-  /** `settled: false` while a heartbeat may still replace the initial subscriptions. */
-  constructor(initial: readonly Subscription[], source: SubscriptionSource, { settled = true }: { settled?: boolean } = {}) {
+  /**
+   * `settled: false` while a heartbeat may still replace the initial
+   * subscriptions; `holdMs`: how long an unsettled set is not polled at all
+   * (Infinity: until it settles).
+   */
+  constructor(initial: readonly Subscription[], source: SubscriptionSource,
+    { settled = true, holdMs = 0, now = Date.now }: { settled?: boolean; holdMs?: number; now?: () => number } = {}) {
     this.#current = initial;
     this.#source = source;
     this.#settled = settled;
+    this.#now = now;
+    this.#holdUntil = now() + holdMs;
+  }
+
+  /**
+   * Whether `current` may be polled. A 1.x control plane's subscriptions
+   * decide what is dispatched: the environment's may name tasks users have
+   * unsubscribed from in the Bridge, so they are not polled while the
+   * heartbeat may still replace them (the reference polls only after the
+   * first ping), unless the hold has passed.
+   */
+  get pollable(): boolean {
+    return this.#settled || this.#now() >= this.#holdUntil;
   }
 
   /**

@@ -1,8 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import nock from 'nock';
 import { loadConfig } from '../lib/config.ts';
+import { FileDedupStore } from '../lib/dedup/file.ts';
 import { MemoryDedupStore } from '../lib/dedup/memory.ts';
+import type { DedupStore } from '../lib/dedup/store.ts';
 import { Dispatcher, type DispatchHooks, type DispatchOutcome } from '../lib/dispatcher.ts';
 import { filterFromConfig } from '../lib/filters.ts';
 import { SubscriptionSet, subscriptionsFromEnvironment } from '../lib/subscriptions.ts';
@@ -586,7 +590,7 @@ describe('poller', () => {
       };
     }
 
-    function pollerOf(subscriptions: SubscriptionSet, dispatcher: ReturnType<typeof heldDispatches>, store = new MemoryDedupStore(), logs = logSink()): Poller {
+    function pollerOf(subscriptions: SubscriptionSet, dispatcher: ReturnType<typeof heldDispatches>, store: DedupStore = new MemoryDedupStore(), logs = logSink()): Poller {
       return new Poller({
         api: {
           pollingUrlFor: (type: string) => new URL(`${ENDPOINT}/api/controlPlane/v1/event/triggered/${type}`),
@@ -651,6 +655,57 @@ describe('poller', () => {
       await q.start();
       await q.stop(AbortSignal.timeout(1_000));
       expect(settled.has(`${TOPIC}#sub-1`, 'e1'), 'settled: the records of other subscriptions are freed').to.equal(false);
+    });
+
+    it('KEPTN_API_VERSION=1.x: the environment’s subscriptions are not polled at all before the heartbeat settles them', async () => {
+      const subscriptions = new SubscriptionSet([SEEDED], 'environment', { settled: false, holdMs: Infinity });
+      const dispatcher = heldDispatches();
+      const p = pollerOf(subscriptions, dispatcher);
+      await p.pollOnce();
+      expect(dispatcher.held, 'users may have unsubscribed from it in the Bridge').to.have.length(0);
+      subscriptions.replace([FROM_CONTROL_PLANE], 'control plane');
+      await p.pollOnce();
+      expect(dispatcher.held).to.have.length(1);
+      expect(dispatcher.held[0]!.event.data).to.deep.include({ temporaryData: { distributor: { subscriptionID: 'sub-1' } } });
+    });
+
+    it('auto: once the hold has passed without an answer, the environment’s subscriptions are polled', async () => {
+      let now = 0;
+      const subscriptions = new SubscriptionSet([SEEDED], 'environment', { settled: false, holdMs: 30_000, now: () => now });
+      const dispatcher = heldDispatches();
+      const p = pollerOf(subscriptions, dispatcher);
+      await p.pollOnce();
+      expect(dispatcher.held).to.have.length(0);
+      now = 30_000;
+      await p.pollOnce();
+      expect(dispatcher.held).to.have.length(1);
+    });
+
+    it('the records an unsettled start copies from an earlier run are written, so they hold after the next restart too', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'poller-dedup-'));
+      try {
+        const first = new FileDedupStore({ dir, logger: logSink().logger });
+        await first.open();
+        first.add(`${TOPIC}#sub-1`, 'e1');
+        await first.persist(`${TOPIC}#sub-1`, 'e1');
+        await first.close();
+
+        // Restart: the control plane now lists no subscription, so the environment's stay in force.
+        const subscriptions = new SubscriptionSet([SEEDED], 'environment', { settled: false });
+        const second = new FileDedupStore({ dir, logger: logSink().logger });
+        const p = pollerOf(subscriptions, heldDispatches(), second);
+        await p.start();
+        subscriptions.replace([SEEDED], 'environment');
+        await p.pollOnce();
+        await p.stop(AbortSignal.timeout(1_000));
+
+        const third = new FileDedupStore({ dir, logger: logSink().logger });
+        await third.open();
+        expect(third.has(TOPIC, 'e1'), 'the environment subscription’s record survived the prune of sub-1').to.equal(true);
+        await third.close();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 });

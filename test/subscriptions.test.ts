@@ -38,6 +38,10 @@ describe('subscriptions', () => {
     expect(subscriptionsOfIntegration({ subscriptions: [] })).to.deep.equal([]);
   });
 
+  it('an integration whose subscriptions Go encoded as null (stored without any) has none, and is an integration', () => {
+    expect(subscriptionsOfIntegration({ id: 'x', name: 'svc', subscriptions: null })).to.deep.equal([]);
+  });
+
   it('the registration body leaves the ids to the control plane', () => {
     expect(subscriptionsForRegistration([{ id: 'old', event: TYPE, filter: { projects: ['p'], stages: [], services: [] } }]))
       .to.deep.equal([{ id: '', event: TYPE, filter: { projects: ['p'], stages: [], services: [] } }]);
