@@ -58,6 +58,9 @@ export interface HeartbeatOptions {
 /** What one heartbeat found. */
 export type Beat = 'ok' | 'waiting' | 'failed' | 'reregistered' | 'is-0.8';
 
+/** The `#failing` key of a ping answered 404 once 1.x is known. */
+const UNKNOWN_INTEGRATION = 'unknown integration';
+
 export class Heartbeat implements Part {
   readonly name = 'heartbeat';
   readonly #options: HeartbeatOptions;
@@ -142,18 +145,23 @@ export class Heartbeat implements Part {
       return 'is-0.8';
     }
     this.#options.metrics.heartbeatOk.set(0);
+    this.#failures++;
     if (this.#generation === '1.x' && status === 404) {
-      this.#options.logger.warn('the control plane no longer knows this integration (deleted?): registering again', {
-        integrationId: this.#options.registration.id,
-      });
+      // Counted as a failure: a control plane that keeps forgetting the integration is not re-registered at full speed.
+      if (this.#failing !== UNKNOWN_INTEGRATION) {
+        this.#failing = UNKNOWN_INTEGRATION;
+        this.#options.logger.warn('the control plane no longer knows this integration (deleted?): registering again', {
+          integrationId: this.#options.registration.id,
+        });
+      }
       try {
         await this.#options.registration.registerOnce(this.#stop.signal);
         return 'reregistered';
       } catch {
         // The registration logs its own failure; the next beat tries again.
+        return 'failed';
       }
     }
-    this.#failures++;
     const key = error instanceof KeptnApiError ? String(error.status ?? error.code ?? error.kind) : describeFailure(error).message;
     if (this.#failing !== key) {
       this.#failing = key;

@@ -78,6 +78,16 @@ describe('heartbeat', () => {
     expect(heartbeat.generation).to.equal('1.x');
   });
 
+  it('a control plane that keeps forgetting the integration: re-registered with backoff, warned about once', async () => {
+    const { heartbeat, registrations, logs } = fixture([integration([]), status(404)]);
+    expect(await heartbeat.beatOnce()).to.equal('ok');
+    expect(await heartbeat.beatOnce()).to.equal('reregistered');
+    expect(await heartbeat.beatOnce()).to.equal('reregistered');
+    expect(registrations()).to.equal(2);
+    expect(heartbeat.failures, 'counted, so the beats back off').to.equal(2);
+    expect(logs.entries().filter((entry) => String(entry.message).startsWith('the control plane no longer knows'))).to.have.length(1);
+  });
+
   it('KEPTN_API_VERSION=1.x never decides 0.8: a 405 is a failure', async () => {
     const { heartbeat } = fixture([status(405)], { apiVersion: '1.x' });
     expect(await heartbeat.beatOnce()).to.equal('failed');
