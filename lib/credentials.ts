@@ -30,12 +30,14 @@ export class KeptnCredentials {
   /**
    * The headers of one request. Rejects with an `unreachable` KeptnApiError
    * when no OAuth token can be had: nothing is sent, so it is safe to retry.
+   * `signal` (the request's) stops the wait for a token, so a hanging token
+   * endpoint neither outlasts a poll's time limit nor holds up shutdown.
    */
-  async headers(): Promise<Record<string, string>> {
+  async headers(signal?: AbortSignal): Promise<Record<string, string>> {
     const headers: Record<string, string> = this.#token !== '' ? { 'x-token': this.#token } : {};
     if (this.#oauth) {
       try {
-        headers.authorization = `Bearer ${await this.#oauth.token()}`;
+        headers.authorization = `Bearer ${await untilAborted(this.#oauth.token(), signal)}`;
       } catch (error) {
         throw new KeptnApiError('unreachable', error instanceof Error ? error.message : String(error), { code: 'EOAUTH' });
       }
@@ -48,4 +50,18 @@ export class KeptnCredentials {
     const bearer = /^Bearer (.+)$/.exec(headers.authorization ?? '')?.[1];
     if (bearer !== undefined) this.#oauth?.rejected(bearer);
   }
+}
+
+/** `promise`, or a rejection as soon as `signal` aborts; the promise runs on (a token fetch is shared by every caller). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason as Error); };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
+      (error: unknown) => { signal.removeEventListener('abort', onAbort); reject(error as Error); },
+    );
+  });
 }

@@ -194,7 +194,7 @@ export class KeptnApi {
 
   /** Sends a request; returns the parsed JSON body of a 2xx answer (undefined when empty). */
   async #json(url: URL, request: { method: 'GET' | 'POST' | 'PUT' | 'DELETE'; body?: string; signal?: AbortSignal | undefined; headers?: Record<string, string> }): Promise<unknown> {
-    const credentials = await this.#options.credentials.headers();
+    const credentials = await this.#options.credentials.headers(request.signal);
     let response: Response<string>;
     try {
       response = await this.#http(url, {

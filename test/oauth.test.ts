@@ -150,6 +150,14 @@ describe('oauth', () => {
       expect(error).to.be.instanceOf(KeptnApiError).and.include({ kind: 'unreachable', code: 'EOAUTH', message: 'token endpoint down' });
     });
 
+    it('the request’s signal ends the wait for a hanging token endpoint (a poll’s limit, shutdown)', async () => {
+      const hanging = { token: () => new Promise<string>(() => undefined), rejected: () => undefined };
+      const controller = new AbortController();
+      const waiting = new KeptnCredentials('', hanging).headers(controller.signal).catch((thrown: unknown) => thrown);
+      controller.abort(new Error('shutting down'));
+      expect(await waiting).to.be.instanceOf(KeptnApiError).and.include({ kind: 'unreachable', message: 'shutting down' });
+    });
+
     it('a 401 to a bearer token reports exactly that token refused', () => {
       const refused: string[] = [];
       const credentials = new KeptnCredentials('t', { token: () => Promise.resolve('x'), rejected: (token) => { refused.push(token); } });

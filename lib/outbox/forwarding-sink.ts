@@ -63,7 +63,7 @@ export class ForwardingSink implements EventSink {
   /** Sends one event, as the JSON text it arrived in; resolves on a 2xx answer. */
   async postEvent(json: string, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) throw new KeptnApiError('unreachable', 'aborted', { code: 'ABORT_ERR' });
-    const credentials = await this.#options.credentials.headers();
+    const credentials = await this.#options.credentials.headers(signal);
     try {
       await this.#post(json, credentials, signal);
     } catch (error) {
