@@ -138,6 +138,10 @@ export class Heartbeat implements Part {
 
   async #pingFailed(error: unknown): Promise<Beat> {
     const status = error instanceof KeptnApiError ? error.status : undefined;
+    // A 0.8.x shipyard-controller has no such route: its router answers 404 in plain text (or a gateway 405).
+    // A 404 with Keptn's JSON error body is a 1.x control plane that does not know the integration (yet).
+    const keptnNotFound = status === 404 && error instanceof KeptnApiError && error.keptnBody;
+    if (keptnNotFound && this.#generation === undefined) this.#decide('1.x', 'the heartbeat route exists (404 for this integration)');
     if (this.#generation === undefined && (status === 404 || status === 405)) {
       this.#decide('0.8', `the control plane has no heartbeat route (${String(status)})`);
       this.#options.subscriptions.settle();

@@ -31,12 +31,15 @@ export class KeptnApiError extends Error {
   readonly code: string | undefined;
   /** Seconds from a `Retry-After` header, when the control plane sent one. */
   readonly retryAfterMs: number | undefined;
-  constructor(kind: FailureKind, message: string, details: { status?: number; code?: string; retryAfterMs?: number } = {}) {
+  /** The answer carried Keptn's JSON error body (`{code, message}`): a Keptn service answered, not a router or a gateway. */
+  readonly keptnBody: boolean;
+  constructor(kind: FailureKind, message: string, details: { status?: number; code?: string; retryAfterMs?: number; keptnBody?: boolean } = {}) {
     super(message);
     this.kind = kind;
     this.status = details.status;
     this.code = details.code;
     this.retryAfterMs = details.retryAfterMs;
+    this.keptnBody = details.keptnBody ?? false;
   }
 
   /** What is safe to log. */
@@ -231,9 +234,13 @@ function statusError(response: Response<string>): KeptnApiError {
 /** A non-2xx answer as an error: Keptn's error body is `{code, message}`; gateways answer HTML or plain text. */
 export function keptnStatusError(status: number, statusMessage: string | undefined, body: string, retryAfterHeader: string | undefined): KeptnApiError {
   let message = `${status} ${statusMessage ?? ''}`.trim();
+  let keptnBody = false;
   try {
     const parsed = JSON.parse(body) as unknown;
-    if (isRecord(parsed) && typeof parsed.message === 'string') message = `${status}: ${parsed.message}`;
+    if (isRecord(parsed) && typeof parsed.message === 'string') {
+      message = `${status}: ${parsed.message}`;
+      keptnBody = true;
+    }
   } catch {
     const text = body.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim();
     if (text !== '') message = `${status}: ${text.slice(0, 200)}`;
@@ -241,6 +248,7 @@ export function keptnStatusError(status: number, statusMessage: string | undefin
   const retryAfter = Number(retryAfterHeader);
   return new KeptnApiError('status', message, {
     status,
+    keptnBody,
     ...(Number.isFinite(retryAfter) && retryAfter >= 0 && { retryAfterMs: retryAfter * 1_000 }),
   });
 }

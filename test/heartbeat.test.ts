@@ -78,6 +78,15 @@ describe('heartbeat', () => {
     expect(heartbeat.generation).to.equal('1.x');
   });
 
+  it('auto: a 404 carrying Keptn’s JSON error is a 1.x control plane that does not know the integration: it registers again', async () => {
+    const unknown = new KeptnApiError('status', '404: integration not found', { status: 404, keptnBody: true });
+    const { heartbeat, registrations } = fixture([unknown, integration([])]);
+    expect(await heartbeat.beatOnce()).to.equal('reregistered');
+    expect(heartbeat.generation, 'not taken for 0.8 for the rest of the run').to.equal('1.x');
+    expect(registrations()).to.equal(1);
+    expect(await heartbeat.beatOnce()).to.equal('ok');
+  });
+
   it('a control plane that keeps forgetting the integration: re-registered with backoff, warned about once', async () => {
     const { heartbeat, registrations, logs } = fixture([integration([]), status(404)]);
     expect(await heartbeat.beatOnce()).to.equal('ok');

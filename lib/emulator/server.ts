@@ -358,7 +358,11 @@ export class Emulator extends EventEmitter<EmulatorEvents> {
     const path = gatewayPath(rawPath);
     if (path === undefined) return answer(undefined, keptnError(400, `malformed percent-encoding in the path ${rawPath}`));
     const match = this.#router.match(method, path);
-    if (match.kind === 'not-found') return answer(undefined, keptnError(404, `no route for ${method} ${rawPath}`));
+    if (match.kind === 'not-found') {
+      // The shipyard-controller's router (gin) answers a route it lacks in plain text, unlike its handlers.
+      if (path.startsWith('/controlPlane/')) return answer(undefined, { status: 404, text: '404 page not found' }, `no route for ${method} ${rawPath}`);
+      return answer(undefined, keptnError(404, `no route for ${method} ${rawPath}`));
+    }
     if (match.kind === 'wrong-method') {
       return answer(undefined, keptnError(405, `${method} is not allowed on ${rawPath}; use ${match.allow.join(', ')}`, { allow: match.allow.join(', ') }));
     }

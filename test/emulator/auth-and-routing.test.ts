@@ -61,9 +61,17 @@ describe('emulator: routing and error answers', () => {
 
   it('answers 404 {code, message} to a path no route serves', async () => {
     const emulator = await start();
-    const answer = await call(`${emulator.url}/controlPlane/v1/nothing-here`);
+    const answer = await call(`${emulator.url}/v1/nothing-here`);
     expect(answer.status).to.equal(404);
-    expect(answer.body).to.deep.equal({ code: 404, message: 'no route for GET /controlPlane/v1/nothing-here' });
+    expect(answer.body).to.deep.equal({ code: 404, message: 'no route for GET /v1/nothing-here' });
+  });
+
+  it('answers a /controlPlane route it lacks as the shipyard-controller’s router does: 404 in plain text', async () => {
+    const emulator = await start();
+    const response = await fetch(`${emulator.url}/controlPlane/v1/uniform/registration/x/ping`, { method: 'PUT' });
+    expect(response.status).to.equal(404);
+    expect(response.headers.get('content-type')).to.match(/^text\/plain/);
+    expect(await response.text()).to.equal('404 page not found');
   });
 
   it('answers 405 {code, message} with Allow to a wrong method', async () => {
