@@ -12,6 +12,7 @@ import got, { RequestError, type Got, type Response } from 'got';
 import { joinPath, type Config } from './config.ts';
 import { KeptnCredentials } from './credentials.ts';
 import { EgressAgents } from './egress-proxy.ts';
+import { isRecord } from './json-object.ts';
 
 /** Why a call failed, classified once, here, where the protocol is known. */
 export type FailureKind =
@@ -261,8 +262,4 @@ function reduceTransportError(error: unknown): KeptnApiError {
   }
   const sent = error.timings?.upload !== undefined;
   return new KeptnApiError(sent ? 'ambiguous' : 'unreachable', error.message, { code: error.code });
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -18,6 +18,7 @@ import got, { RequestError, type Got } from 'got';
 import type { OAuthClient } from './config.ts';
 import type { EgressAgents } from './egress-proxy.ts';
 import type { Logger } from './log.ts';
+import { isRecord } from './json-object.ts';
 
 /** Longest time before expiry at which a token is renewed (Go's oauth2 uses 10 s). */
 export const REFRESH_MARGIN_MS = 10_000;
@@ -185,8 +186,4 @@ function errorOf(body: string): string {
     // Not JSON: nothing more to say.
   }
   return '';
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

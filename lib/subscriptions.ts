@@ -10,6 +10,7 @@
  */
 import type { KeptnCloudEvent } from './cloudevents.ts';
 import type { EventFilter } from './filters.ts';
+import { isRecord } from './json-object.ts';
 
 export interface Subscription {
   /** The control plane's id (a UUID); empty for one taken from the environment. */
@@ -173,8 +174,4 @@ export function describeSubscription(subscription: Subscription): string {
 
 function strings(value: unknown): readonly string[] {
   return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string' && item !== '') : [];
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

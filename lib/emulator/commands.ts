@@ -8,7 +8,8 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../duration.ts';
-import { isRecord, isTriggeredType } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
+import { isTriggeredType } from './event-model.ts';
 import { DISCOVERY_PATH } from './oauth-routes.ts';
 import type { EmulatedApiVersion } from './keptn-routes.ts';
 import { startEmulator, type Emulator } from './server.ts';

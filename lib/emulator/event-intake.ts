@@ -12,7 +12,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isRfc3339 } from '../cloudevents.ts';
-import { KEPTN_SPEC_VERSION, isRecord, type DatastoreEvent } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
+import { KEPTN_SPEC_VERSION, type DatastoreEvent } from './event-model.ts';
 
 export type Intake =
   | { readonly ok: true; readonly event: DatastoreEvent }

@@ -5,6 +5,7 @@
  * made when the emulator starts a task.
  */
 import { randomUUID } from 'node:crypto';
+import { isRecord } from '../json-object.ts';
 
 /**
  * An open `.triggered` event as a poll returns it: the shipyard-controller's
@@ -167,10 +168,6 @@ export function goOrder(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(goOrder);
   if (!isRecord(value)) return value;
   return Object.fromEntries(Object.keys(value).sort().map((key) => [key, goOrder(value[key])]));
-}
-
-export function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function stringOr(value: unknown, fallback: string): string {

@@ -6,7 +6,8 @@
  * In 1.x mode the uniform routes are those of `uniform-1x.ts`.
  */
 import { takeInEvent } from './event-intake.ts';
-import { isRecord, type TriggerRequest, type TriggeredEvent } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
+import { type TriggerRequest, type TriggeredEvent } from './event-model.ts';
 import { json, keptnError, type Reply } from './json-http.ts';
 import { applyIncoming } from './lifecycle.ts';
 import { checkLogs } from './log-entries.ts';

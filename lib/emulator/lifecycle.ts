@@ -13,8 +13,9 @@
  * - events from `shipyard-controller` itself are ignored by the `.triggered`
  *   and `.finished` handlers (the spec names those two, not `.started`).
  */
+import { isRecord } from '../json-object.ts';
 import {
-  SHIPYARD_CONTROLLER, datastoreCopy, isRecord, isTriggeredType, parseTaskType, placeOf, taskEventType, toTriggeredEvent,
+  SHIPYARD_CONTROLLER, datastoreCopy, isTriggeredType, parseTaskType, placeOf, taskEventType, toTriggeredEvent,
   type DatastoreEvent, type TriggeredEvent,
 } from './event-model.ts';
 import type { ControlPlaneState } from './state.ts';

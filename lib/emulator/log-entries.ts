@@ -5,7 +5,7 @@
  * distributor always sends) is replaced by the time of receipt.
  */
 import { isRfc3339 } from '../cloudevents.ts';
-import { isRecord } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
 import type { LogEntry } from './state.ts';
 
 export type LogsCheck = { readonly ok: true; readonly entries: readonly LogEntry[] } | { readonly ok: false; readonly message: string };

@@ -12,7 +12,8 @@
  * the same type, and a re-registration only when it is new: an agent polls
  * and re-registers every few seconds.
  */
-import { placeOf, isRecord, type TriggeredEvent } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
+import { placeOf, type TriggeredEvent } from './event-model.ts';
 import type { Outcome } from './lifecycle.ts';
 import type { Integration, LogEntry, ReceivedEvent, Subscription } from './state.ts';
 

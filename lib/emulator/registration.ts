@@ -5,7 +5,7 @@
  * same id and changing a filter gives a new one.
  */
 import { createHash } from 'node:crypto';
-import { isRecord } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
 import type { Integration } from './state.ts';
 
 export type RegistrationCheck = { readonly ok: true; readonly integration: Integration } | { readonly ok: false; readonly message: string };

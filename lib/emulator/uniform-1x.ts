@@ -15,7 +15,7 @@
  *   A subscription needs an `event`; services need stages (the real validator).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { isRecord } from './event-model.ts';
+import { isRecord } from '../json-object.ts';
 import { json, keptnError, type Reply } from './json-http.ts';
 import type { RouteContext } from './keptn-routes.ts';
 import type { Route, RouteRequest } from './router.ts';
