@@ -92,8 +92,7 @@ export function integrationOf(config: IntegrationSettings, hostname: string = os
  */
 export function integrationIdOf(integration: Integration): string {
   const { project, stage, service } = integration.subscription.filter;
-  const key = `${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${project}-${stage}-${service}`;
-  return createHash('sha1').update(key).digest('hex');
+  return sha1Hex(`${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${project}-${stage}-${service}`);
 }
 
 /**
@@ -105,7 +104,11 @@ export function integrationIdOf(integration: Integration): string {
  * be two integrations.
  */
 export function integrationIdOf1x(integration: Integration): string {
-  const key = `${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${integration.metadata.hostname}`;
+  return sha1Hex(`${integration.name}-${integration.metadata.kubernetesmetadata.namespace}-${integration.metadata.hostname}`);
+}
+
+/** How both generations of the control plane derive an integration id from its key. */
+function sha1Hex(key: string): string {
   return createHash('sha1').update(key).digest('hex');
 }
 
