@@ -185,6 +185,7 @@ export function startAgent(config: Config, { signal, logger, metrics = createMet
   });
   // HTTP mode: the Keptn API under the endpoint, with the token; NATS mode: the in-cluster services, without.
   const maxBodyBytes = config.apiProxyMaxPayloadBytesKb * 1024;
+  // Its own connection pool: the proxy closes it with the local server, while the API client's serves on until the end.
   const proxyOptions = { credentials, agents: egressAgentsOf(config), timeoutMs: config.apiProxyHttpTimeout, maxBodyBytes, logger };
   const proxy = config.connectionType === 'nats'
     ? new ApiProxy({ ...proxyOptions, endpoint: undefined })

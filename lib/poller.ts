@@ -480,7 +480,7 @@ export class Poller implements Part {
       this.#noticed.set(key, current);
     } else {
       // A partial poll cannot tell a closed event from a hidden one: keep both lists, within a bound.
-      for (const key of current) noticed.add(key);
+      for (const noticedKey of current) noticed.add(noticedKey);
       this.#noticed.set(key, noticed.size > NOTICED_MAX ? current : noticed);
     }
     return poll;
