@@ -66,9 +66,13 @@ describe('e2e: Keptn 1.x control planes', () => {
     return emulator.registrations()[0]?.subscriptions ?? [];
   }
 
-  /** Waits until the agent polls what the control plane lists: one cycle after its heartbeat brought the change. */
+  /**
+   * Waits until the agent polls what the control plane lists: one cycle after its heartbeat brought the change.
+   * A heartbeat that answers before the poller starts makes those the first cycle's subscriptions: nothing to follow then.
+   */
   async function agentFollows(count: number, since = 0): Promise<void> {
-    await until(() => agent!.logs.entries().slice(since).some((entry) => entry.message === 'polling follows the new subscriptions'
+    const polls = (message: unknown): boolean => message === 'polling follows the new subscriptions' || message === 'first poll cycle completed';
+    await until(() => agent!.logs.entries().slice(since).some((entry) => polls(entry.message)
       && Array.isArray(entry.subscriptions) && entry.subscriptions.length === count), { what: `the agent to poll ${count} subscriptions` });
   }
 
